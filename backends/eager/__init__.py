@@ -1,0 +1,1 @@
+"""The eager backend: runs kiln IR with the reference interpreter."""

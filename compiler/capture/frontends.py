@@ -1,0 +1,111 @@
+"""Front ends: a model (via torch.export) or a Dynamo FX graph, to one flat aten graph.
+
+Both end as an `AtenGraph`: an aten-level FX graph whose placeholders are either bound
+at compile time (parameters, buffers, constants: `consts`) or fed by the caller
+(`inputs`, in call order). Dynamo graphs are re-traced with torch.export so that both
+front ends see the same op set (non-decomposed aten: linear, layer_norm, sdpa).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.fx
+from torch.export.graph_signature import InputKind, OutputKind
+
+
+class CaptureError(RuntimeError):
+    """The model could not be captured at all (export failed, mutation, dynamic shapes)."""
+
+
+@dataclass
+class AtenGraph:
+    graph: torch.fx.Graph
+    consts: dict[str, torch.Tensor]  # placeholder name -> bound tensor
+    inputs: list[str]  # placeholder names fed by the caller, in order
+    out_spec: Any = None  # pytree spec of the model's outputs (export front end)
+    in_spec: Any = None
+    # Positions of the caller's arguments that feed `inputs` (Dynamo passes module state
+    # as arguments too; those positions are bound and skipped). None: all of them.
+    input_positions: list[int] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def placeholders(self) -> list[torch.fx.Node]:
+        return [n for n in self.graph.nodes if n.op == "placeholder"]
+
+
+def from_model(model: torch.nn.Module, example_inputs: Sequence[Any]) -> AtenGraph:
+    """Capture with torch.export (non-strict), parameters and buffers bound as consts."""
+    try:
+        ep = torch.export.export(model, tuple(example_inputs), strict=False)
+    except Exception as err:  # export's errors are long; keep the first line
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CaptureError(f"torch.export failed on {type(model).__name__}: {first}") from err
+    return _from_exported(ep)
+
+
+def _from_exported(ep: torch.export.ExportedProgram) -> AtenGraph:
+    sig = ep.graph_signature
+    for spec in sig.output_specs:
+        if spec.kind != OutputKind.USER_OUTPUT:
+            raise CaptureError(
+                f"the model mutates {spec.target or spec.arg.name} in forward ({spec.kind.name}); "
+                "Kiln compiles inference graphs without state updates"
+            )
+    consts: dict[str, torch.Tensor] = {}
+    inputs: list[str] = []
+    for spec in sig.input_specs:
+        name = spec.arg.name
+        if spec.kind == InputKind.USER_INPUT:
+            inputs.append(name)
+        elif spec.kind in (InputKind.PARAMETER, InputKind.BUFFER):
+            consts[name] = ep.state_dict[spec.target] if spec.target in ep.state_dict else ep.constants[spec.target]
+        elif spec.kind == InputKind.CONSTANT_TENSOR:
+            consts[name] = ep.constants[spec.target]
+        else:
+            raise CaptureError(f"unsupported exported input {name} of kind {spec.kind.name}")
+    return AtenGraph(ep.graph_module.graph, consts, inputs, ep.call_spec.out_spec, ep.call_spec.in_spec)
+
+
+def from_dynamo(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> AtenGraph:
+    """Re-trace Dynamo's graph to aten; inputs that are module parameters are bound.
+
+    Dynamo lifts parameters and buffers to graph inputs; binding them by reference (not
+    by copy) keeps in-place weight updates visible, as Inductor's non-frozen mode does.
+    """
+    if any(not isinstance(x, torch.Tensor) for x in example_inputs):
+        raise CaptureError("graph has symbolic (dynamic) inputs; Kiln compiles static shapes")
+    try:
+        ep = torch.export.export(gm, tuple(example_inputs), strict=False)
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CaptureError(f"re-tracing the Dynamo graph with torch.export failed: {first}") from err
+    graph = _from_exported(ep)
+    bound = [_is_module_state(node, x) for node, x in zip(_placeholders(gm), example_inputs)]
+    inputs: list[str] = []
+    positions: list[int] = []
+    for position, (name, x, is_state) in enumerate(zip(graph.inputs, example_inputs, bound)):
+        if is_state:
+            graph.consts[name] = x
+        else:
+            inputs.append(name)
+            positions.append(position)
+    graph.inputs, graph.input_positions = inputs, positions
+    graph.notes.append(f"{sum(bound)} of {len(bound)} Dynamo inputs are module state, bound at compile time")
+    return graph
+
+
+def _placeholders(gm: torch.fx.GraphModule) -> list[torch.fx.Node]:
+    return [n for n in gm.graph.nodes if n.op == "placeholder"]
+
+
+def _is_module_state(node: torch.fx.Node, value: torch.Tensor) -> bool:
+    if isinstance(value, torch.nn.Parameter):
+        return True
+    source = node.meta.get("grapharg")
+    name = getattr(getattr(source, "source", None), "name", None)
+    name = name() if callable(name) else (name or "")
+    return "_buffers" in name or "_parameters" in name

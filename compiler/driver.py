@@ -1,0 +1,180 @@
+"""The compile driver: capture -> partition -> passes -> backend build -> CompiledModule.
+
+Both front doors (the `kiln` CLI and `torch.compile(backend="kiln")`) end here, so they
+produce the same IR, the same decisions and the same report.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.fx
+from torch.utils import _pytree as pytree
+
+from backends import BuildOptions, get_backend
+from compiler.capture import (
+    AtenGraph,
+    StrictCaptureError,
+    convert_nodes,
+    from_dynamo,
+    from_model,
+    plan_partitions,
+)
+from compiler.capture.convert import users_outside
+from compiler.compiled import CompiledModule
+from compiler.options import CompileOptions
+from compiler.runner import GraphRunner, Step
+from ir import print_module
+from passes import run_pipeline
+
+
+def compile_model(
+    model: torch.nn.Module,
+    example_inputs: Sequence[Any],
+    target: str = "tvm",
+    pipeline: str | None = None,
+    **options: Any,
+) -> CompiledModule:
+    """Compile `model` for `target`; the result is called like the model."""
+    opts = CompileOptions.from_mapping({"target": target, "pipeline": pipeline, **options})
+    start = time.perf_counter()
+    model = model.eval()
+    graph = from_model(model, example_inputs)
+    return compile_graph(graph, opts, start, name=type(model).__name__)
+
+
+def compile_fx(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], opts: CompileOptions) -> CompiledModule:
+    """The torch.compile path: Dynamo's graph, params lifted to inputs."""
+    start = time.perf_counter()
+    graph = from_dynamo(gm, example_inputs)
+    return compile_graph(graph, opts, start, name="dynamo_graph", flat_outputs=True)
+
+
+def compile_graph(
+    graph: AtenGraph, opts: CompileOptions, start: float, name: str, flat_outputs: bool = False
+) -> CompiledModule:
+    backend = get_backend(opts.target)
+    capture_s = time.perf_counter() - start
+    plan = plan_partitions(graph)
+    if opts.strict and plan.failures:
+        node, err = next(iter(plan.failures.items()))
+        raise StrictCaptureError(f"unsupported op {err.op} in forward (node {err.node}): {err.reason}")
+    pipeline = opts.pipeline if opts.pipeline is not None else backend.pipeline()
+    build_opts = BuildOptions(
+        cache_dir=(opts.cache_dir or default_cache_dir()) if opts.use_cache else None,
+        out_dir=opts.out_dir,
+        num_threads=opts.num_threads,
+        extra=opts.extra,
+    )
+    placeholders = {n.name: n for n in graph.placeholders()}
+    input_nodes = [placeholders[name] for name in graph.inputs]
+    steps: list[Step] = []
+    pass_times: dict[str, float] = {}
+    partitions_report: list[dict[str, Any]] = []
+    eager_by_level: dict[int, list[torch.fx.Node]] = {}
+    for node in plan.eager_nodes():
+        eager_by_level.setdefault(plan.levels[node], []).append(node)
+    partitions = plan.partitions()
+    levels = sorted({plan.levels[p[0]] for p in partitions} | set(eager_by_level))
+    by_level = {plan.levels[p[0]]: p for p in partitions}
+    for level in levels:
+        if level in by_level:
+            part = by_level[level]
+            index = len(partitions_report)
+            conversion = convert_nodes(part, plan.consts, users_outside(part))
+            program = conversion.program
+            ir_before = print_module(program.module)
+            dump = _dumper(opts, index) if opts.dump_ir and opts.out_dir else None
+            for t in run_pipeline(program.module, pipeline, verify=opts.verify_each_pass, dump_ir=dump):
+                pass_times[t.name] = pass_times.get(t.name, 0.0) + t.seconds
+            ir_after = print_module(program.module)
+            _write_ir(opts.out_dir, index, ir_before, ir_after)
+            build_start = time.perf_counter()
+            kernel = backend.build(program, build_opts)
+            partitions_report.append({
+                "num_ops": _count_ops(program),
+                "num_kernels": kernel.num_kernels,
+                "build_s": time.perf_counter() - build_start,
+                "cache_hit": kernel.cache_hit,
+                "artifacts": {k: str(v) for k, v in kernel.artifacts.items()},
+            })
+            steps.append(Step(kernel, conversion.inputs, conversion.outputs))
+        for node in eager_by_level.get(level, []):
+            steps.append(Step(node.target, list(node.args), [node], dict(node.kwargs), eager=True))
+    output_node = next(n for n in graph.graph.nodes if n.op == "output")
+    runner = GraphRunner(input_nodes, plan.consts, steps, output_node.args[0])
+    fast = _fast_path(steps, input_nodes, output_node.args[0])
+    report = {
+        "model": name,
+        "target": opts.target,
+        "pipeline": pipeline,
+        "num_ops": sum(p["num_ops"] for p in partitions_report),
+        "num_kernels": sum(p["num_kernels"] for p in partitions_report),
+        "num_partitions": len(partitions_report),
+        "fallback_ops": plan.fallback_counts(),
+        "fallback_reasons": sorted({f"{e.op}: {e.reason}" for e in plan.failures.values()}),
+        "passes": [{"name": k, "seconds": round(v, 6)} for k, v in pass_times.items()],
+        "capture_s": capture_s,
+        "compile_s": time.perf_counter() - start,
+        "cache_hit": bool(partitions_report) and all(p["cache_hit"] for p in partitions_report),
+        "partitions": partitions_report,
+        "notes": graph.notes,
+    }
+    run = fast or runner
+    if graph.input_positions is not None and graph.input_positions != list(range(len(graph.inputs))):
+        run = _select_inputs(run, graph.input_positions)
+    return CompiledModule(run, graph.in_spec, None if flat_outputs else graph.out_spec, report)
+
+
+def _select_inputs(run, positions: list[int]):
+    """Drop the arguments that were bound at compile time (Dynamo's lifted parameters)."""
+
+    def call(*args: Any) -> list[Any]:
+        return run(*[args[i] for i in positions])
+
+    return call
+
+
+def _fast_path(steps: list[Step], input_nodes: list[torch.fx.Node], output_args: Any):
+    """The kernel itself when one compiled step maps user inputs straight to the outputs."""
+    if len(steps) != 1 or steps[0].eager:
+        return None
+    step = steps[0]
+    flat, _ = pytree.tree_flatten(output_args)
+    if step.inputs == input_nodes and list(step.outputs) == flat:
+        return step.fn
+    return None
+
+
+def _count_ops(program) -> int:
+    return sum(1 for op in program.kiln_ops() if op.name not in ("kiln.param", "kiln.constant"))
+
+
+def _write_ir(out_dir: Path | None, index: int, before: str, after: str) -> None:
+    if out_dir is None:
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    suffix = "" if index == 0 else f".{index}"
+    (out_dir / f"captured{suffix}.mlir").write_text(before)
+    (out_dir / f"optimized{suffix}.mlir").write_text(after)
+
+
+def _dumper(opts: CompileOptions, index: int):
+    folder = opts.out_dir / "passes"  # type: ignore[operator]
+    folder.mkdir(parents=True, exist_ok=True)
+    counter = iter(range(1000))
+
+    def dump(pass_name: str, text: str) -> None:
+        (folder / f"{index}.{next(counter):02d}.{pass_name}.mlir").write_text(text)
+
+    return dump
+
+
+def default_cache_dir() -> Path:
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("kiln")) / "artifacts"

@@ -1,0 +1,33 @@
+"""CompileOptions: everything a compile depends on, typed and frozen, passed down explicitly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    target: str = "tvm"
+    pipeline: str | None = None  # None: the backend's own pipeline
+    strict: bool = False  # fail instead of falling back to eager for unsupported ops
+    verify_each_pass: bool = False
+    out_dir: Path | None = None  # write IR before/after passes and build artifacts here
+    dump_ir: bool = False  # with out_dir: IR after every pass
+    cache_dir: Path | None = None  # artifact cache; None uses the user cache dir
+    use_cache: bool = True
+    num_threads: int | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @staticmethod
+    def from_mapping(options: dict | None) -> CompileOptions:
+        """Options given as a dict (torch.compile's `options=`); unknown keys are an error."""
+        options = dict(options or {})
+        known = {f for f in CompileOptions.__dataclass_fields__}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"unknown kiln option(s) {unknown}; known: {sorted(known)}")
+        for key in ("out_dir", "cache_dir"):
+            if options.get(key) is not None:
+                options[key] = Path(options[key])
+        return CompileOptions(**options)
