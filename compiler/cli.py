@@ -1,0 +1,94 @@
+"""The `kiln` command line: compile, opt, bench.
+
+Every user error (bad model path, unknown target or pass, malformed IR) prints one line
+`error: ...` and exits with code 2; a failed `--check` exits with 1. Tracebacks are for
+Kiln's own bugs only.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="kiln",
+    help="Kiln: compile and tune PyTorch models through an xDSL IR to TVM, Triton or FPGA HLS.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err_console = Console(stderr=True)
+
+
+def fail(message: str, code: int = 2) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"kiln {version('kiln')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    """Kiln compiler toolchain."""
+
+
+@app.command()
+def compile(  # noqa: A001 - the command is called compile
+    model: str = typer.Argument(..., help="path/to/file.py:factory; factory() returns (model, example_inputs)"),
+    target: str = typer.Option("tvm", "--target", "-t", help="Backend: tvm or eager."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write IR (.mlir) and build artifacts here."),
+    pipeline: Optional[str] = typer.Option(None, "--pipeline", "-p", help="Pass pipeline (default: the target's)."),
+    check: bool = typer.Option(False, "--check", help="Compare with eager PyTorch; exit 1 on mismatch."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    strict: bool = typer.Option(False, "--strict", help="Fail on ops Kiln cannot compile instead of running them in eager."),
+    dump_ir: bool = typer.Option(False, "--dump-ir", help="With --out: write the IR after every pass."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the artifact cache."),
+    atol: float = typer.Option(1e-4, help="Absolute tolerance for --check."),
+    rtol: float = typer.Option(1e-4, help="Relative tolerance for --check."),
+) -> None:
+    """Compile a model and report ops, kernels, compile time, latency and error against eager."""
+    from compiler.commands.compile_cmd import run_compile
+
+    run_compile(model, target, out, pipeline, check, as_json, strict, dump_ir, no_cache, atol, rtol)
+
+
+@app.command()
+def opt(
+    file: Path = typer.Argument(..., help="Textual kiln IR (.mlir); '-' reads stdin."),
+    passes: str = typer.Option("", "--passes", "-p", help='Pass pipeline, e.g. "canonicalize,cse,dce".'),
+    verify_each: bool = typer.Option(False, "--verify-each", help="Verify the IR after every pass."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the result here instead of stdout."),
+) -> None:
+    """Run a textual pass pipeline on textual IR and print the result (like mlir-opt)."""
+    from compiler.commands.opt_cmd import run_opt
+
+    run_opt(file, passes, verify_each, output)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench(ctx: typer.Context) -> None:
+    """Benchmark the zoo: eager, Inductor, ONNX Runtime and Kiln (options as `python -m benchmarks.run --help`)."""
+    from benchmarks.run import main as bench_main
+
+    raise typer.Exit(bench_main(list(ctx.args)))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

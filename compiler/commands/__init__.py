@@ -1,0 +1,1 @@
+"""One module per CLI command body, so `kiln --help` imports nothing heavy."""

@@ -1,0 +1,123 @@
+"""`kiln compile`: compile a zoo-style factory, measure it against eager, report."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from compiler.cli import fail
+
+
+def run_compile(
+    model_spec: str, target: str, out: Path | None, pipeline: str | None, check: bool,
+    as_json: bool, strict: bool, dump_ir: bool, no_cache: bool, atol: float, rtol: float,
+) -> None:
+    from backends import UnknownTargetError
+    from backends.registry import TARGETS
+    from compiler.capture import CaptureError, StrictCaptureError
+    from compiler.driver import compile_model
+    from compiler.model_loader import ModelSpecError, load_model
+    from passes import PipelineError, parse_pipeline
+
+    if target not in TARGETS:
+        fail(f"unknown target {target!r}; known targets: {', '.join(sorted(TARGETS))}")
+    if pipeline is not None:
+        try:
+            parse_pipeline(pipeline)
+        except PipelineError as err:
+            fail(str(err))
+    try:
+        model, inputs, name = load_model(model_spec)
+    except ModelSpecError as err:
+        fail(str(err))
+    model.eval()
+    try:
+        compiled = compile_model(
+            model, inputs, target=target, pipeline=pipeline, strict=strict,
+            out_dir=out, dump_ir=dump_ir, use_cache=not no_cache,
+        )
+    except (StrictCaptureError, CaptureError, UnknownTargetError) as err:
+        fail(str(err))
+    report = dict(compiled.report)
+    report["model"] = name
+    with torch.no_grad():
+        expected = model(*inputs)
+        actual = compiled(*inputs)
+    max_err, ok = compare(actual, expected, atol, rtol)
+    report.update(_latencies(model, compiled, inputs))
+    report["max_abs_err"] = max_err
+    report["check"] = "pass" if ok else "FAIL"
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    if as_json:
+        sys.stdout.write(json.dumps(report, default=str) + "\n")
+    else:
+        print_report(report)
+    if check and not ok:
+        fail(f"output differs from eager PyTorch: max abs error {max_err:.3g} (atol {atol}, rtol {rtol})", code=1)
+
+
+def compare(actual: Any, expected: Any, atol: float, rtol: float) -> tuple[float, bool]:
+    from torch.utils import _pytree as pytree
+
+    a_flat, e_flat = pytree.tree_leaves(actual), pytree.tree_leaves(expected)
+    if len(a_flat) != len(e_flat):
+        return float("inf"), False
+    max_err, ok = 0.0, True
+    for a, e in zip(a_flat, e_flat):
+        if not isinstance(e, torch.Tensor):
+            ok = ok and a == e
+            continue
+        if a.shape != e.shape or a.dtype != e.dtype:
+            return float("inf"), False
+        diff = (a.double() - e.double()).abs()
+        max_err = max(max_err, float(diff.max()) if diff.numel() else 0.0)
+        ok = ok and torch.allclose(a, e, atol=atol, rtol=rtol)
+    return max_err, ok
+
+
+def _latencies(model: torch.nn.Module, compiled: Any, inputs: tuple) -> dict[str, float]:
+    from benchmarks.timing import TimingOptions, time_interleaved
+
+    def eager() -> object:
+        with torch.inference_mode():
+            return model(*inputs)
+
+    stats = time_interleaved(
+        {"eager": eager, "kiln": lambda: compiled(*inputs)},
+        TimingOptions(rounds=3, calls=10, warmup=2, min_round_s=0.2, max_round_s=2.0),
+    )
+    out = {}
+    for name, s in stats.items():
+        if isinstance(s, Exception):
+            fail(f"running {name} failed: {type(s).__name__}: {s}", code=1)
+        out[f"{name}_ms"] = s.median_ms
+    out["speedup"] = out["eager_ms"] / out["kiln_ms"] if out["kiln_ms"] else float("nan")
+    return out
+
+
+def print_report(report: dict[str, Any]) -> None:
+    console = Console()
+    table = Table(title=f"kiln compile {report['model']} --target {report['target']}", show_header=False)
+    rows = [
+        ("ops", report["num_ops"]),
+        ("kernels", report["num_kernels"]),
+        ("partitions", report["num_partitions"]),
+        ("compile", f"{report['compile_s']:.2f} s" + (" (cache hit)" if report.get("cache_hit") else "")),
+        ("eager", f"{report['eager_ms']:.3f} ms"),
+        ("kiln", f"{report['kiln_ms']:.3f} ms"),
+        ("speedup", f"{report['speedup']:.2f}x"),
+        ("max abs err", f"{report['max_abs_err']:.3g} ({report['check']})"),
+        ("fallback ops", ", ".join(f"{f['op']} x{f['count']}" for f in report["fallback_ops"]) or "none"),
+        ("passes", ", ".join(f"{p['name']} {p['seconds'] * 1e3:.1f} ms" for p in report["passes"])),
+    ]
+    for key, value in rows:
+        table.add_row(key, str(value))
+    console.print(table)
