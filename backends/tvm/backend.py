@@ -1,0 +1,118 @@
+"""The TVM backend: lower kiln IR to Relax, fuse, schedule for this CPU, build, run on the VM.
+
+Build artifacts (`.so`) are cached on disk under a key of everything that can change
+the code: the optimized IR text, the target, and the versions of Kiln, TVM and torch.
+Weights are not part of the artifact (they are bound at load time), so the key holds
+no weight values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+
+import torch
+
+from backends.base import BuildOptions, Capabilities
+from ir.dialect import OPS_BY_NAME
+from ir.program import Program
+from ir.text import print_module
+
+# Bumped whenever the lowering or schedules change what code a given IR produces.
+CODEGEN_VERSION = "1"
+
+
+@dataclass
+class TVMKernel:
+    """A loaded Relax VM function with its parameters bound; flat torch tensors in and out."""
+
+    vm_main: object
+    params: list[object]
+    num_kernels: int
+    cache_hit: bool
+    artifacts: dict[str, Path] = field(default_factory=dict)
+    reference_ops: list[str] = field(default_factory=list)
+
+    def __call__(self, *args: torch.Tensor) -> list[torch.Tensor]:
+        outs = self.vm_main(*args, *self.params)
+        return [torch.from_dlpack(o) for o in outs]
+
+
+class TVMBackend:
+    name = "tvm"
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(ops=frozenset(OPS_BY_NAME), fusible=frozenset({"injective", "reduction"}))
+
+    def pipeline(self) -> str:
+        from backends.tvm.pipeline import kiln_pipeline
+
+        return kiln_pipeline()
+
+    def build(self, program: Program, options: BuildOptions) -> TVMKernel:
+        import tvm
+        from tvm import relax
+
+        from backends.tvm import library
+        from backends.tvm.compile import build_executable
+        from backends.tvm.lower import lower_program
+        from backends.tvm.reference import register_reference
+        from backends.tvm.target import ThreadConfig, configure_threads, cpu_target
+
+        configure_threads(ThreadConfig(num_threads=options.num_threads or 2))
+        library.register_library()
+        target = cpu_target()
+        ir_text = print_module(program.module)
+        key = artifact_key(ir_text, str(target))
+        lowered = lower_program(program)
+        for op in program.kiln_ops():  # re-register reference kernels a cached artifact calls
+            if op.name in lowered.reference_ops:
+                register_reference(op)
+        path = options.cache_dir / f"{key}.so" if options.cache_dir else None
+        hit = path is not None and path.exists()
+        if hit:
+            executable = tvm.runtime.load_module(str(path))
+        else:
+            executable = build_executable(lowered.module, target)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".{os.getpid()}.tmp.so")
+                executable.export_library(str(tmp))
+                os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+        artifacts: dict[str, Path] = {}
+        if options.out_dir is not None:
+            options.out_dir.mkdir(parents=True, exist_ok=True)
+            artifacts["library"] = options.out_dir / "kernel.so"
+            executable.export_library(str(artifacts["library"]))
+            artifacts["relax"] = options.out_dir / "relax.py"
+            artifacts["relax"].write_text(lowered.module.script())
+        vm = relax.VirtualMachine(executable, tvm.cpu())
+        params = [_to_tvm(program.params[name]) for name in lowered.param_names]
+        num_kernels = count_kernels(lowered.module)
+        return TVMKernel(vm["main"], params, num_kernels, hit, artifacts, lowered.reference_ops)
+
+
+def _to_tvm(tensor: torch.Tensor):
+    import tvm
+
+    return tvm.runtime.from_dlpack(tensor.detach().contiguous())
+
+
+def count_kernels(module) -> int:
+    """Kernels one call launches: library calls plus fused TIR functions (after fusion)."""
+    from backends.tvm.compile import fused_kernel_count
+
+    return fused_kernel_count(module)
+
+
+def artifact_key(ir_text: str, target: str) -> str:
+    parts = [ir_text, target, CODEGEN_VERSION, version("kiln"), version("apache-tvm"), torch.__version__]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
+
+
+def _now() -> float:
+    return time.perf_counter()

@@ -1,0 +1,301 @@
+"""Lower a kiln Program to a Relax IRModule with BlockBuilder: one table entry per op.
+
+Contractions (linear, matmul, conv2d, attention, embedding) go to the library path
+(`library.emit_*`: packed functions over torch/BLAS); everything else becomes Relax ops
+that are legalized to TIR and scheduled for this CPU (`schedule.py`). An op with no
+entry runs its kiln reference implementation through a packed function (`reference.py`),
+so no verified program fails to lower; those ops are reported.
+
+Parameters become trailing Relax function parameters, bound once at load time, so a
+build artifact does not depend on the weights and one cache entry serves every model
+with the same graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tvm import relax
+from xdsl.dialects import func
+from xdsl.ir import SSAValue
+
+from backends.tvm import library
+from backends.tvm.reference import emit_reference
+from ir import dtypes
+from ir.core import KilnOp
+from ir.ops.sources import ConstantOp, ParamOp
+from ir.program import Program
+
+Emit = Callable[[relax.BlockBuilder, KilnOp, list[Any]], Any]
+R = relax.op
+
+
+@dataclass
+class Lowered:
+    module: Any  # tvm.IRModule
+    param_names: list[str]  # trailing function parameters, in order
+    reference_ops: list[str] = field(default_factory=list)  # ops run through the reference path
+
+
+def _dt(value: SSAValue) -> str:
+    return str(dtypes.dtype_of(value.type)).removeprefix("torch.").replace("bool", "bool")
+
+
+def _const(value: float | int | bool, dtype: str) -> relax.Expr:
+    return relax.const(np.array(value, dtype=dtype))
+
+
+# ---- the table ---------------------------------------------------------------------------
+UNARY: dict[str, Callable[[relax.Expr], relax.Expr]] = {
+    "kiln.relu": R.nn.relu,
+    "kiln.silu": R.nn.silu,
+    "kiln.sigmoid": R.sigmoid,
+    "kiln.tanh": R.tanh,
+    "kiln.exp": R.exp,
+    "kiln.log": R.log,
+    "kiln.neg": R.negative,
+    "kiln.abs": R.abs,
+    "kiln.sqrt": R.sqrt,
+    "kiln.rsqrt": R.rsqrt,
+    "kiln.erf": R.erf,
+    "kiln.sin": R.sin,
+    "kiln.cos": R.cos,
+    "kiln.logical_not": R.logical_not,
+}
+BINARY: dict[str, Callable[[relax.Expr, relax.Expr], relax.Expr]] = {
+    "kiln.add": R.add,
+    "kiln.sub": R.subtract,
+    "kiln.mul": R.multiply,
+    "kiln.div": R.divide,
+    "kiln.pow": R.power,
+    "kiln.maximum": R.maximum,
+    "kiln.minimum": R.minimum,
+    "kiln.logical_and": R.logical_and,
+    "kiln.logical_or": R.logical_or,
+    "kiln.eq": R.equal,
+    "kiln.ne": R.not_equal,
+    "kiln.lt": R.less,
+    "kiln.le": R.less_equal,
+    "kiln.gt": R.greater,
+    "kiln.ge": R.greater_equal,
+}
+TABLE: dict[str, Emit] = {}
+
+
+def lowers(*names: str) -> Callable[[Emit], Emit]:
+    def register(fn: Emit) -> Emit:
+        for n in names:
+            TABLE[n] = fn
+        return fn
+
+    return register
+
+
+for _name, _fn in UNARY.items():
+    TABLE[_name] = lambda bb, op, a, _fn=_fn: bb.emit(_fn(a[0]))
+for _name, _fn in BINARY.items():
+    TABLE[_name] = lambda bb, op, a, _fn=_fn: bb.emit(_fn(*_promote(bb, op, a)))
+
+
+def _promote(bb: relax.BlockBuilder, op: KilnOp, args: list[Any]) -> list[Any]:
+    """Relax wants equal dtypes; kiln follows torch's promotion, so cast to the result's dtype."""
+    if op.name in ("kiln.eq", "kiln.ne", "kiln.lt", "kiln.le", "kiln.gt", "kiln.ge"):
+        target = str(torch.promote_types(*(dtypes.dtype_of(o.type) for o in op.operands))).removeprefix("torch.")
+    else:
+        target = _dt(op.results[0])
+    return [a if _dt(o) == target else bb.emit(R.astype(a, target)) for a, o in zip(args, op.operands)]
+
+
+@lowers("kiln.gelu")
+def _gelu(bb, op, a):
+    return bb.emit(R.nn.gelu_tanh(a[0]) if op.opt("approximate") == "tanh" else R.nn.gelu(a[0]))
+
+
+@lowers("kiln.reciprocal")
+def _reciprocal(bb, op, a):
+    return bb.emit(R.divide(_const(1, _dt(op.result)), a[0]))
+
+
+@lowers("kiln.where")
+def _where(bb, op, a):
+    target = _dt(op.result)
+    lhs, rhs = (x if _dt(o) == target else bb.emit(R.astype(x, target)) for x, o in zip(a[1:], op.operands[1:]))
+    return bb.emit(R.where(a[0], lhs, rhs))
+
+
+@lowers("kiln.cast")
+def _cast(bb, op, a):
+    return bb.emit(R.astype(a[0], _dt(op.result)))
+
+
+@lowers("kiln.clamp")
+def _clamp(bb, op, a):
+    x, dt = a[0], _dt(op.result)
+    if op.opt("min") is not None:
+        x = bb.emit(R.maximum(x, _const(op.opt("min"), dt)))
+    if op.opt("max") is not None:
+        x = bb.emit(R.minimum(x, _const(op.opt("max"), dt)))
+    return x
+
+
+@lowers("kiln.linear")
+def _linear(bb, op, a):
+    return library.emit_linear(bb, a[0], a[1], a[2] if len(a) > 2 else None)
+
+
+@lowers("kiln.matmul")
+def _matmul(bb, op, a):
+    return library.emit_matmul(bb, a[0], a[1])
+
+
+@lowers("kiln.conv2d")
+def _conv2d(bb, op, a):
+    return library.emit_conv2d(bb, a[0], a[1], a[2] if len(a) > 2 else None, stride=op.opt("stride"),
+                               padding=op.opt("padding"), dilation=op.opt("dilation"), groups=op.opt("groups"))
+
+
+@lowers("kiln.attention")
+def _attention(bb, op, a):
+    return library.emit_sdpa(bb, a[0], a[1], a[2], causal=bool(op.opt("causal")),
+                             mask=a[3] if len(a) > 3 else None, scale=op.opt("scale"))
+
+
+@lowers("kiln.embedding")
+def _embedding(bb, op, a):
+    return library.emit_embedding(bb, a[1], a[0])
+
+
+@lowers("kiln.softmax")
+def _softmax(bb, op, a):
+    return bb.emit(R.nn.softmax(a[0], op.opt("dim")))
+
+
+@lowers("kiln.log_softmax")
+def _log_softmax(bb, op, a):
+    return bb.emit(R.nn.log_softmax(a[0], op.opt("dim")))
+
+
+def _norm_axes(op: KilnOp) -> list[int]:
+    rank = len(dtypes.shape_of(op.operands[0].type))
+    return list(range(rank - op.opt("ndims"), rank))
+
+
+@lowers("kiln.layer_norm")
+def _layer_norm(bb, op, a):
+    shape = dtypes.shape_of(op.operands[0].type)[-op.opt("ndims"):]
+    dt = _dt(op.result)
+    present = iter(a[1:])
+    gamma = next(present) if op.weight is not None else relax.const(np.ones(shape, dtype=dt))
+    beta = next(present) if op.bias is not None else relax.const(np.zeros(shape, dtype=dt))
+    return bb.emit(R.nn.layer_norm(a[0], gamma, beta, _norm_axes(op), op.opt("eps")))
+
+
+@lowers("kiln.rms_norm")
+def _rms_norm(bb, op, a):
+    shape = dtypes.shape_of(op.operands[0].type)[-op.opt("ndims"):]
+    weight = a[1] if len(a) > 1 else relax.const(np.ones(shape, dtype=_dt(op.result)))
+    return bb.emit(R.nn.rms_norm(a[0], weight, _norm_axes(op), op.opt("eps")))
+
+
+@lowers("kiln.batch_norm")
+def _batch_norm(bb, op, a):
+    x, mean, var, w, b = a
+    rank = len(dtypes.shape_of(op.operands[0].type))
+    channel = [-1] + [1] * (rank - 2)
+    scale = bb.emit(R.multiply(w, R.rsqrt(R.add(var, _const(op.opt("eps"), _dt(op.result))))))
+    shift = bb.emit(R.subtract(b, R.multiply(mean, scale)))
+    return bb.emit(R.add(R.multiply(x, R.reshape(scale, channel)), R.reshape(shift, channel)))
+
+
+@lowers("kiln.reshape")
+def _reshape(bb, op, a):
+    return bb.emit(R.reshape(a[0], list(op.opt("shape"))))
+
+
+@lowers("kiln.permute")
+def _permute(bb, op, a):
+    return bb.emit(R.permute_dims(a[0], list(op.opt("dims"))))
+
+
+@lowers("kiln.slice")
+def _slice(bb, op, a):
+    rank = len(dtypes.shape_of(op.operands[0].type))
+    return bb.emit(R.strided_slice(a[0], [op.opt("dim") % rank], [op.opt("start")], [op.opt("end")],
+                                   [op.opt("step")]))
+
+
+@lowers("kiln.expand")
+def _expand(bb, op, a):
+    return bb.emit(R.broadcast_to(a[0], list(op.opt("shape"))))
+
+
+@lowers("kiln.concat")
+def _concat(bb, op, a):
+    return bb.emit(R.concat(a, op.opt("dim")))
+
+
+_REDUCE = {"sum": R.sum, "mean": R.mean, "max": R.max, "min": R.min, "prod": R.prod}
+
+
+@lowers("kiln.reduce")
+def _reduce(bb, op, a):
+    return bb.emit(_REDUCE[op.opt("kind")](a[0], list(op.opt("dims")), bool(op.opt("keepdim"))))
+
+
+@lowers("kiln.pool2d")
+def _pool2d(bb, op, a):
+    kwargs = dict(pool_size=op.opt("kernel"), strides=op.opt("stride"), padding=op.opt("padding"))
+    if op.opt("kind") == "max":
+        return bb.emit(R.nn.max_pool2d(a[0], **kwargs))
+    return bb.emit(R.nn.avg_pool2d(a[0], count_include_pad=True, **kwargs))
+
+
+# ---- the driver of the table --------------------------------------------------------------
+def lower_program(program: Program) -> Lowered:
+    """Relax module with `main(*inputs, *params)` returning a tuple of the outputs."""
+    fn: func.FuncOp = program.forward
+    block = fn.body.block
+    bb = relax.BlockBuilder()
+    inputs = [relax.Var(f"in{i}", _tensor_type(arg)) for i, arg in enumerate(block.args)]
+    param_ops = [op for op in block.ops if isinstance(op, ParamOp)]
+    param_names = list(dict.fromkeys(op.opt("name") for op in param_ops))
+    first = {op.opt("name"): op for op in reversed(param_ops)}
+    params = {name: relax.Var(f"p{i}", _tensor_type(first[name].result)) for i, name in enumerate(param_names)}
+    reference_ops: list[str] = []
+    with bb.function("main", inputs + [params[n] for n in param_names]):
+        with bb.dataflow():
+            env: dict[SSAValue, Any] = dict(zip(block.args, inputs))
+            results: list[Any] = []
+            for op in block.ops:
+                if isinstance(op, func.ReturnOp):
+                    results = [env[v] for v in op.operands]
+                    break
+                if isinstance(op, ParamOp):
+                    env[op.result] = params[op.opt("name")]
+                    continue
+                if isinstance(op, ConstantOp):
+                    env[op.result] = relax.const(op.to_tensor().numpy())
+                    continue
+                args = [env[v] for v in op.operands]
+                emit = TABLE.get(op.name)
+                if emit is None:
+                    reference_ops.append(op.name)
+                    out = emit_reference(bb, op, args)
+                else:
+                    out = emit(bb, op, args)
+                if len(op.results) == 1:
+                    env[op.results[0]] = out
+                else:
+                    for i, r in enumerate(op.results):
+                        env[r] = bb.emit(relax.TupleGetItem(out, i))
+            gv = bb.emit_output(relax.Tuple(results))
+        bb.emit_func_output(gv)
+    return Lowered(bb.get(), param_names, reference_ops)
+
+
+def _tensor_type(value: SSAValue) -> relax.TensorType:
+    return relax.TensorType(list(dtypes.shape_of(value.type)), _dt(value))
