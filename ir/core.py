@@ -81,7 +81,10 @@ class KilnOp(IRDLOperation):
         values = [SSAValue.get(o) if o is not None else None for o in operands]
         present = [v for v in values if v is not None]
         opts = {k: v for k, v in options.items() if v is not None}
-        result_types = cls.infer_types([v.type for v in present], opts)  # type: ignore[arg-type]
+        try:
+            result_types = cls.infer_types([v.type for v in present], opts)  # type: ignore[arg-type]
+        except INFERENCE_ERRORS as err:
+            raise ValueError(_naming(cls.name, err)) from err
         props = {k: to_attr(v) for k, v in opts.items()}
         return cls.create(
             operands=present,
@@ -105,8 +108,8 @@ class KilnOp(IRDLOperation):
             expected = type(self).infer_types(
                 [o.type for o in self.operands], self.options()  # type: ignore[misc]
             )
-        except (ValueError, IndexError, TypeError, AssertionError) as err:
-            raise VerifyException(f"{self.name}: {err}") from err
+        except INFERENCE_ERRORS as err:
+            raise VerifyException(_naming(self.name, err)) from err
         actual = [r.type for r in self.results]
         if list(expected) != actual:
             raise VerifyException(
@@ -127,6 +130,19 @@ class KilnOp(IRDLOperation):
     # ---- semantics ------------------------------------------------------------------
     def reference(self, *args: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         raise NotImplementedError(f"{self.name} has no reference implementation")
+
+
+# What shape inference raises on bad operands or options (a missing option is a KeyError,
+# an unknown dtype name an AttributeError); `make` and `verify_` report them all naming the op.
+INFERENCE_ERRORS = (ValueError, IndexError, TypeError, KeyError, AttributeError, AssertionError)
+
+
+def _naming(op_name: str, err: Exception) -> str:
+    """The error's message, prefixed with the op's name unless it already starts with it."""
+    message = f"missing option {err}" if isinstance(err, KeyError) else str(err)
+    if message.startswith((op_name, op_name.removeprefix("kiln."))):
+        return message
+    return f"{op_name}: {message}"
 
 
 def check(condition: bool, message: str) -> None:

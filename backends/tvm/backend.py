@@ -91,7 +91,7 @@ class TVMBackend:
             artifacts["relax"] = options.out_dir / "relax.py"
             artifacts["relax"].write_text(lowered.module.script())
         vm = relax.VirtualMachine(executable, tvm.cpu())
-        params = [_to_tvm(program.params[name]) for name in lowered.param_names]
+        params = [_to_tvm(t) for t in lowered.bind(program.params)]
         num_kernels = count_kernels(lowered.module)
         return TVMKernel(vm["main"], params, num_kernels, hit, artifacts, lowered.reference_ops)
 

@@ -27,6 +27,7 @@ from backends.tvm import library
 from backends.tvm.reference import emit_reference
 from ir import dtypes
 from ir.core import KilnOp
+from ir.ops.elementwise import result_dtype
 from ir.ops.sources import ConstantOp, ParamOp
 from ir.program import Program
 
@@ -39,6 +40,26 @@ class Lowered:
     module: Any  # tvm.IRModule
     param_names: list[str]  # trailing function parameters, in order
     reference_ops: list[str] = field(default_factory=list)  # ops run through the reference path
+    # Parameters computed from the model's parameters at load time (e.g. batch-norm scale),
+    # appended after `param_names`: (name, function of the params dict).
+    derived: list[tuple[str, Callable[[dict], torch.Tensor]]] = field(default_factory=list)
+
+    def bind(self, params: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """The trailing arguments of `main`, in order, for these parameter values."""
+        with torch.no_grad():
+            return [params[n] for n in self.param_names] + [fn(params) for _, fn in self.derived]
+
+
+class Derived:
+    """Collects load-time parameters while lowering; see `Lowered.derived`."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, Callable[[dict], torch.Tensor], relax.Var]] = []
+
+    def add(self, name: str, fn: Callable[[dict], torch.Tensor], shape: list[int], dtype: str) -> relax.Var:
+        var = relax.Var(f"d{len(self.items)}", relax.TensorType(shape, dtype))
+        self.items.append((name, fn, var))
+        return var
 
 
 def _dt(value: SSAValue) -> str:
@@ -104,7 +125,7 @@ for _name, _fn in BINARY.items():
 def _promote(bb: relax.BlockBuilder, op: KilnOp, args: list[Any]) -> list[Any]:
     """Relax wants equal dtypes; kiln follows torch's promotion, so cast to the result's dtype."""
     if op.name in ("kiln.eq", "kiln.ne", "kiln.lt", "kiln.le", "kiln.gt", "kiln.ge"):
-        target = str(torch.promote_types(*(dtypes.dtype_of(o.type) for o in op.operands))).removeprefix("torch.")
+        target = str(result_dtype(*(o.type for o in op.operands))).removeprefix("torch.")
     else:
         target = _dt(op.results[0])
     return [a if _dt(o) == target else bb.emit(R.astype(a, target)) for a, o in zip(args, op.operands)]
@@ -201,14 +222,30 @@ def _rms_norm(bb, op, a):
     return bb.emit(R.nn.rms_norm(a[0], weight, _norm_axes(op), op.opt("eps")))
 
 
-@lowers("kiln.batch_norm")
-def _batch_norm(bb, op, a):
-    x, mean, var, w, b = a
+def _batch_norm(bb, op, a, derived: Derived):
+    """x * scale + shift with per-channel scale and shift computed once, at load time.
+
+    The statistics are parameters, so folding them here saves an rsqrt per element and
+    leaves a plain multiply-add that fuses into the surrounding elementwise kernel.
+    """
+    x = a[0]
+    sources = [o.owner for o in op.operands[1:]]
     rank = len(dtypes.shape_of(op.operands[0].type))
-    channel = [-1] + [1] * (rank - 2)
-    scale = bb.emit(R.multiply(w, R.rsqrt(R.add(var, _const(op.opt("eps"), _dt(op.result))))))
+    channels = dtypes.shape_of(op.operands[1].type)[0]
+    shape, dt, eps = [channels] + [1] * (rank - 2), _dt(op.result), op.opt("eps")
+    if all(isinstance(s, ParamOp) for s in sources):
+        mean, var, w, b = (s.opt("name") for s in sources)
+
+        def scale_of(p):
+            return (p[w] / torch.sqrt(p[var] + eps)).reshape(shape)
+
+        scale = derived.add(f"{w}.bn_scale", scale_of, shape, dt)
+        shift = derived.add(f"{w}.bn_shift", lambda p: p[b].reshape(shape) - p[mean].reshape(shape) * scale_of(p), shape, dt)
+        return bb.emit(R.add(R.multiply(x, scale), shift))
+    mean, var, w, b = a[1:]
+    scale = bb.emit(R.multiply(w, R.rsqrt(R.add(var, _const(eps, dt)))))
     shift = bb.emit(R.subtract(b, R.multiply(mean, scale)))
-    return bb.emit(R.add(R.multiply(x, R.reshape(scale, channel)), R.reshape(shift, channel)))
+    return bb.emit(R.add(R.multiply(x, R.reshape(scale, shape)), R.reshape(shift, shape)))
 
 
 @lowers("kiln.reshape")
@@ -266,7 +303,8 @@ def lower_program(program: Program) -> Lowered:
     first = {op.opt("name"): op for op in reversed(param_ops)}
     params = {name: relax.Var(f"p{i}", _tensor_type(first[name].result)) for i, name in enumerate(param_names)}
     reference_ops: list[str] = []
-    with bb.function("main", inputs + [params[n] for n in param_names]):
+    derived = Derived()
+    with bb.function("main"):  # parameters are given at the end, once derived ones are known
         with bb.dataflow():
             env: dict[SSAValue, Any] = dict(zip(block.args, inputs))
             results: list[Any] = []
@@ -282,7 +320,9 @@ def lower_program(program: Program) -> Lowered:
                     continue
                 args = [env[v] for v in op.operands]
                 emit = TABLE.get(op.name)
-                if emit is None:
+                if op.name == "kiln.batch_norm":
+                    out = _batch_norm(bb, op, args, derived)
+                elif emit is None:
                     reference_ops.append(op.name)
                     out = emit_reference(bb, op, args)
                 else:
@@ -293,8 +333,9 @@ def lower_program(program: Program) -> Lowered:
                     for i, r in enumerate(op.results):
                         env[r] = bb.emit(relax.TupleGetItem(out, i))
             gv = bb.emit_output(relax.Tuple(results))
-        bb.emit_func_output(gv)
-    return Lowered(bb.get(), param_names, reference_ops)
+        all_params = inputs + [params[n] for n in param_names] + [var for _, _, var in derived.items]
+        bb.emit_func_output(gv, params=all_params)
+    return Lowered(bb.get(), param_names, reference_ops, [(n, fn) for n, fn, _ in derived.items])
 
 
 def _tensor_type(value: SSAValue) -> relax.TensorType:

@@ -6,6 +6,7 @@ Adding an activation is one line in `UNARY`.
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 from collections.abc import Callable
@@ -49,8 +50,16 @@ class BinaryOp(KilnOp):
     def infer_types(cls, operand_types, options):
         a, b = operand_types
         shape = broadcast_shapes(dtypes.shape_of(a), dtypes.shape_of(b))
-        dtype = torch.promote_types(dtypes.dtype_of(a), dtypes.dtype_of(b))
+        dtype = result_dtype(a, b)
+        if getattr(cls, "name", "") == "kiln.div" and not dtype.is_floating_point:
+            dtype = torch.get_default_dtype()  # torch.div is true division
         return [TensorType(dtypes.to_element_type(dtype), list(shape))]
+
+
+def result_dtype(a: TensorType, b: TensorType) -> torch.dtype:
+    """torch's promotion, including its rule that 0-d tensors do not widen n-d ones."""
+    meta = [torch.empty(dtypes.shape_of(t), dtype=dtypes.dtype_of(t), device="meta") for t in (a, b)]
+    return torch.result_type(*meta)
 
 
 class CompareOp(BinaryOp):
@@ -162,8 +171,7 @@ class WhereOp(KilnOp):
         c, a, b = operand_types
         check(c.element_type == i1, f"where: condition must be i1, got {c.element_type}")
         shape = broadcast_shapes(*(dtypes.shape_of(t) for t in operand_types))
-        dtype = torch.promote_types(dtypes.dtype_of(a), dtypes.dtype_of(b))
-        return [TensorType(dtypes.to_element_type(dtype), list(shape))]
+        return [TensorType(dtypes.to_element_type(result_dtype(a, b)), list(shape))]
 
     def reference(self, c, a, b):
         return torch.where(c, a, b)
@@ -201,11 +209,23 @@ class ClampOp(KilnOp):
     traits = traits_def(Pure(), Elementwise())
 
     @classmethod
+    def make(cls, x, *, min: float | None = None, max: float | None = None):
+        # Bounds are f64 properties whatever Python number the caller wrote (`min=0`).
+        lo = None if min is None else float(min)
+        hi = None if max is None else float(max)
+        return super().make(x, min=lo, max=hi)
+
+    @classmethod
     def infer_types(cls, operand_types, options):
         return [operand_types[0]]
 
     def reference(self, x):
-        return torch.clamp(x, self.opt("min"), self.opt("max"))
+        lo, hi = self.opt("min"), self.opt("max")
+        if not x.is_floating_point():
+            # Float bounds would promote an integer tensor; clamp in its own dtype instead.
+            lo = None if lo is None else math.ceil(lo)
+            hi = None if hi is None else math.floor(hi)
+        return torch.clamp(x, lo, hi)
 
 
 ELEMENTWISE_OPS = (

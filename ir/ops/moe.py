@@ -50,7 +50,7 @@ def dispatch_slots(indices: torch.Tensor, num_experts: int, capacity: int) -> to
     Tokens claim slots in token order, first choices before second (GShard's priority).
     """
     t, k = indices.shape
-    order = indices.t().reshape(-1)  # choice-major: all first choices, then all second
+    order = indices.t().reshape(-1).long()  # choice-major: all first choices, then all second
     onehot = torch.nn.functional.one_hot(order, num_experts)
     position = (torch.cumsum(onehot, 0) - 1).gather(1, order[:, None])[:, 0]
     slots = torch.where(position < capacity, position, torch.full_like(position, -1))
@@ -74,6 +74,7 @@ class MoeDispatchOp(KilnOp):
     def infer_types(cls, operand_types, options):
         tok, idx = (dtypes.shape_of(t) for t in operand_types)
         check(len(tok) == 2 and len(idx) == 2 and tok[0] == idx[0], f"moe_dispatch: tokens {tok}, indices {idx}")
+        check(dtypes.is_int(operand_types[1]), f"moe_dispatch: indices must be integers, got {operand_types[1]}")
         e, c = int(options["num_experts"]), int(options["capacity"])
         check(e >= 1 and c >= 1, "moe_dispatch: num_experts and capacity must be >= 1")
         return [same_as(operand_types[0], (e, c, tok[1])), same_as(operand_types[1], idx, i64)]
@@ -107,6 +108,10 @@ class MoeCombineOp(KilnOp):
     def infer_types(cls, operand_types, options):
         buf, idx, slots, w = (dtypes.shape_of(t) for t in operand_types)
         check(len(buf) == 3 and idx == slots == w, f"moe_combine: buffers {buf}, indices {idx}, slots {slots}, weights {w}")
+        check(
+            dtypes.is_int(operand_types[1]) and dtypes.is_int(operand_types[2]),
+            f"moe_combine: indices and slots must be integers, got {operand_types[1]}, {operand_types[2]}",
+        )
         return [same_as(operand_types[0], (idx[0], buf[2]))]
 
     def flops(self) -> int:
