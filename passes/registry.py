@@ -36,6 +36,7 @@ DEFAULT_PIPELINE = "fold-constants,kiln-canonicalize,cse,dce"
 BUILTIN_PASS_MODULES = (
     "passes.canonicalize",
     "passes.fold_constants",
+    "passes.fusion",
 )
 
 # xDSL passes Kiln pipelines may name, loaded on first use.

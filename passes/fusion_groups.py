@@ -1,0 +1,103 @@
+"""Candidate fused groups: connected, convex sets of ops that a backend can emit as one kernel.
+
+What a backend can fuse is declared by the backend and reaches the pass as options
+(`FusionRules`): whether a contraction may take an elementwise epilogue (a Triton GEMM can;
+a BLAS call from TVM cannot), and whether several reductions may share a kernel.
+
+Enumeration is ESU (Wernicke's algorithm): every connected set of at most `max_group`
+fusible ops is produced exactly once, rooted at its lowest index. Rules that only get
+worse as a set grows (an opaque op, a second contraction) prune the search early.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from passes.fusion_graph import FusionGraph
+
+
+@dataclass(frozen=True)
+class FusionRules:
+    max_group: int = 8
+    fuse_contractions: bool = False  # a contraction may absorb its elementwise epilogue
+    multi_reduction: bool = True  # several reductions (e.g. a hand-written rms_norm) in one kernel
+    max_candidates: int = 200_000
+
+
+class CandidateLimit(Exception):
+    """Enumeration produced more than `max_candidates`; the caller shrinks `max_group`."""
+
+
+def fusible(graph: FusionGraph, i: int, rules: FusionRules) -> bool:
+    kind = graph.kinds[i]
+    if kind in ("opaque", "attention"):
+        return False
+    return kind != "contraction" or rules.fuse_contractions
+
+
+def is_valid(graph: FusionGraph, group: frozenset[int], rules: FusionRules) -> bool:
+    """Can one kernel compute `group`? Singletons always can."""
+    if len(group) == 1:
+        return True
+    if len(group) > rules.max_group or not all(fusible(graph, i, rules) for i in group):
+        return False
+    kinds = [graph.kinds[i] for i in group]
+    contractions = [i for i in group if graph.kinds[i] == "contraction"]
+    reductions = kinds.count("reduction")
+    if len(contractions) > 1 or (contractions and reductions):
+        return False
+    if reductions > 1 and not rules.multi_reduction:
+        return False
+    if contractions and not _is_epilogue(graph, contractions[0], group):
+        return False
+    return graph.is_convex(group)
+
+
+def _is_epilogue(graph: FusionGraph, anchor: int, group: frozenset[int]) -> bool:
+    """Every other op of the group is downstream of the contraction (no fused prologue)."""
+    reached, frontier = {anchor}, [anchor]
+    while frontier:
+        for s in graph.succs[frontier.pop()]:
+            if s in group and s not in reached:
+                reached.add(s)
+                frontier.append(s)
+    return reached == set(group)
+
+
+def enumerate_candidates(graph: FusionGraph, rules: FusionRules) -> list[frozenset[int]]:
+    """All valid groups: every singleton plus every valid connected set up to max_group."""
+    out = [frozenset([i]) for i in range(len(graph))]
+    count = len(out)
+    for root in range(len(graph)):
+        if not fusible(graph, root, rules):
+            continue
+        for group in _esu(graph, root, rules):
+            if len(group) > 1 and is_valid(graph, group, rules):
+                out.append(group)
+                count += 1
+                if count > rules.max_candidates:
+                    raise CandidateLimit(f"more than {rules.max_candidates} candidate groups")
+    return out
+
+
+def _esu(graph: FusionGraph, root: int, rules: FusionRules) -> Iterator[frozenset[int]]:
+    def neighbors(i: int) -> set[int]:
+        return {u for u in graph.neighbors(i) if u > root and fusible(graph, u, rules)}
+
+    def extend(sub: frozenset[int], ext: set[int], around: set[int]) -> Iterator[frozenset[int]]:
+        yield sub
+        if len(sub) >= rules.max_group or _anchors_exceeded(graph, sub):
+            return
+        ext = set(ext)
+        while ext:
+            w = ext.pop()
+            new = {u for u in neighbors(w) if u not in sub and u not in around}
+            yield from extend(sub | {w}, ext | new, around | new | {w})
+
+    start = neighbors(root)
+    yield from extend(frozenset([root]), start, start | {root})
+
+
+def _anchors_exceeded(graph: FusionGraph, sub: frozenset[int]) -> bool:
+    return sum(1 for i in sub if graph.kinds[i] == "contraction") > 1
