@@ -9,8 +9,8 @@ no weight values.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
-import time
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -73,16 +73,19 @@ class TVMBackend:
             if op.name in lowered.reference_ops:
                 register_reference(op)
         path = options.cache_dir / f"{key}.so" if options.cache_dir else None
-        hit = path is not None and path.exists()
+        meta = path.with_suffix(".json") if path is not None else None
+        hit = path is not None and path.exists() and meta.exists()
         if hit:
             executable = tvm.runtime.load_module(str(path))
+            num_kernels = int(json.loads(meta.read_text())["num_kernels"])
         else:
-            executable = build_executable(lowered.module, target)
+            executable, num_kernels = build_executable(lowered.module, target)
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(f".{os.getpid()}.tmp.so")
                 executable.export_library(str(tmp))
-                os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+                meta.write_text(json.dumps({"num_kernels": num_kernels, "target": str(target)}))
+                os.replace(tmp, path)  # atomic, and last: a reader never sees half an entry
         artifacts: dict[str, Path] = {}
         if options.out_dir is not None:
             options.out_dir.mkdir(parents=True, exist_ok=True)
@@ -92,7 +95,6 @@ class TVMBackend:
             artifacts["relax"].write_text(lowered.module.script())
         vm = relax.VirtualMachine(executable, tvm.cpu())
         params = [_to_tvm(t) for t in lowered.bind(program.params)]
-        num_kernels = count_kernels(lowered.module)
         return TVMKernel(vm["main"], params, num_kernels, hit, artifacts, lowered.reference_ops)
 
 
@@ -102,17 +104,8 @@ def _to_tvm(tensor: torch.Tensor):
     return tvm.runtime.from_dlpack(tensor.detach().contiguous())
 
 
-def count_kernels(module) -> int:
-    """Kernels one call launches: library calls plus fused TIR functions (after fusion)."""
-    from backends.tvm.compile import fused_kernel_count
-
-    return fused_kernel_count(module)
-
-
 def artifact_key(ir_text: str, target: str) -> str:
     parts = [ir_text, target, CODEGEN_VERSION, version("kiln"), version("apache-tvm"), torch.__version__]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
 
 
-def _now() -> float:
-    return time.perf_counter()

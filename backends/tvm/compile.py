@@ -15,20 +15,27 @@ from tvm.target import Target
 from backends.tvm.schedule import SCHEDULE_ATTR, schedule_module
 
 
-def fuse(module: tvm.IRModule, target: Target) -> tvm.IRModule:
-    seq = tvm.transform.Sequential([
-        relax.transform.LegalizeOps(),
-        relax.transform.AnnotateTIROpPattern(),
-        relax.transform.FoldConstant(),
-        relax.transform.FuseOps(),
-        relax.transform.FuseTIR(),
-        relax.transform.DeadCodeElimination(),
-    ])
+def has_kiln_groups(module: tvm.IRModule) -> bool:
+    return any(g.name_hint.startswith("kiln_group_") for g in module.get_global_vars())
+
+
+def fuse(module: tvm.IRModule, target: Target, kiln_groups: bool | None = None) -> tvm.IRModule:
+    """Legalize and merge each fused group into one PrimFunc.
+
+    With Kiln's groups (the `fuse` pass ran) FuseTIR merges exactly those; without them,
+    Relax's FuseOps decides (TVM's default behaviour, kept as a baseline to compare with).
+    """
+    kiln_groups = has_kiln_groups(module) if kiln_groups is None else kiln_groups
+    passes = [relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern()]
+    if not kiln_groups:
+        passes.append(relax.transform.FuseOps())
+    passes += [relax.transform.FuseTIR(), relax.transform.DeadCodeElimination()]
+    seq = tvm.transform.Sequential(passes)
     with target:
         return seq(module)
 
 
-def build_executable(module: tvm.IRModule, target: Target):
+def build_executable(module: tvm.IRModule, target: Target) -> tuple[object, int]:
     """Compile with Kiln's schedules; a schedule that breaks codegen is dropped, not fatal.
 
     When the whole module fails to build, each scheduled PrimFunc is built on its own and
@@ -36,10 +43,11 @@ def build_executable(module: tvm.IRModule, target: Target):
     costs speed, never a build.
     """
     fused = fuse(module, target)
+    kernels = kernel_count(fused)
     unscheduled = dict(fused.functions_items())  # schedule_module updates the module in place
     scheduled = schedule_module(fused, target)
     try:
-        return tvm.compile(scheduled, target=target)
+        return tvm.compile(scheduled, target=target), kernels
     except Exception:  # noqa: BLE001 - find and drop the schedules that broke codegen
         pass
     for gvar, func in list(scheduled.functions_items()):
@@ -49,23 +57,10 @@ def build_executable(module: tvm.IRModule, target: Target):
             tvm.tirx.build(func.with_attr("global_symbol", gvar.name_hint), target=target)
         except Exception:  # noqa: BLE001
             scheduled[gvar] = unscheduled[gvar].with_attr(SCHEDULE_ATTR, "none")
-    return tvm.compile(scheduled, target=target)
+    return tvm.compile(scheduled, target=target), kernels
 
 
-def fused_kernel_count(module: tvm.IRModule) -> int:
-    """Calls in `main` that launch work: library (packed) calls and TIR calls after fusion."""
-    text = module["main"].script() if "main" in [g.name_hint for g in module.get_global_vars()] else ""
-    tir_groups = _count_tir_groups(module)
-    return text.count("R.call_dps_packed(") + tir_groups
-
-
-def _count_tir_groups(module: tvm.IRModule) -> int:
-    """Fused groups FuseOps would form: legalize+fuse a copy and count call_tir sites."""
-    seq = tvm.transform.Sequential([
-        relax.transform.LegalizeOps(),
-        relax.transform.AnnotateTIROpPattern(),
-        relax.transform.FuseOps(),
-        relax.transform.FuseTIR(),
-    ])
-    fused = seq(module)
-    return fused["main"].script().count("R.call_tir(")
+def kernel_count(fused: tvm.IRModule) -> int:
+    """Kernels one call of `main` launches: TIR calls plus library (packed) calls."""
+    text = fused["main"].script()
+    return text.count("R.call_tir(") + text.count("R.call_dps_packed(")

@@ -51,15 +51,25 @@ class Lowered:
 
 
 class Derived:
-    """Collects load-time parameters while lowering; see `Lowered.derived`."""
+    """Collects load-time parameters while lowering; see `Lowered.derived`.
+
+    Inside a fused group's function (`groups.py`) a derived parameter is a parameter of
+    that function too: `captured` then records (local var, main var) pairs for the call.
+    """
 
     def __init__(self) -> None:
         self.items: list[tuple[str, Callable[[dict], torch.Tensor], relax.Var]] = []
+        self.captured: list[tuple[relax.Var, relax.Var]] | None = None
 
     def add(self, name: str, fn: Callable[[dict], torch.Tensor], shape: list[int], dtype: str) -> relax.Var:
-        var = relax.Var(f"d{len(self.items)}", relax.TensorType(shape, dtype))
+        ty = relax.TensorType(shape, dtype)
+        var = relax.Var(f"d{len(self.items)}", ty)
         self.items.append((name, fn, var))
-        return var
+        if self.captured is None:
+            return var
+        local = relax.Var(f"gd{len(self.captured)}", ty)
+        self.captured.append((local, var))
+        return local
 
 
 def _dt(value: SSAValue) -> str:
@@ -292,8 +302,33 @@ def _pool2d(bb, op, a):
 
 
 # ---- the driver of the table --------------------------------------------------------------
+def emit_op(bb: relax.BlockBuilder, op: KilnOp, args: list[Any], derived: Derived, reference_ops: list[str]) -> Any:
+    """Emit one kiln op; returns its Relax value (a tuple for multi-result ops)."""
+    if op.name == "kiln.batch_norm":
+        return _batch_norm(bb, op, args, derived)
+    emit = TABLE.get(op.name)
+    if emit is None:
+        reference_ops.append(op.name)
+        return emit_reference(bb, op, args)
+    return emit(bb, op, args)
+
+
+def bind_results(bb: relax.BlockBuilder, op: KilnOp, out: Any, env: dict[SSAValue, Any]) -> None:
+    if len(op.results) == 1:
+        env[op.results[0]] = out
+    else:
+        for i, r in enumerate(op.results):
+            env[r] = bb.emit(relax.TupleGetItem(out, i))
+
+
 def lower_program(program: Program) -> Lowered:
-    """Relax module with `main(*inputs, *params)` returning a tuple of the outputs."""
+    """Relax module with `main(*inputs, *params)` returning a tuple of the outputs.
+
+    Ops that the fusion pass put in one group (`group` attribute) become one Relax
+    function marked Primitive, which FuseTIR turns into one PrimFunc: one kernel.
+    """
+    from backends.tvm.groups import emit_group, plan_steps
+
     fn: func.FuncOp = program.forward
     block = fn.body.block
     bb = relax.BlockBuilder()
@@ -307,36 +342,26 @@ def lower_program(program: Program) -> Lowered:
     with bb.function("main"):  # parameters are given at the end, once derived ones are known
         with bb.dataflow():
             env: dict[SSAValue, Any] = dict(zip(block.args, inputs))
-            results: list[Any] = []
             for op in block.ops:
-                if isinstance(op, func.ReturnOp):
-                    results = [env[v] for v in op.operands]
-                    break
                 if isinstance(op, ParamOp):
                     env[op.result] = params[op.opt("name")]
-                    continue
-                if isinstance(op, ConstantOp):
+                elif isinstance(op, ConstantOp):
                     env[op.result] = relax.const(op.to_tensor().numpy())
+            for step in plan_steps(block):
+                if len(step) > 1:
+                    emit_group(bb, step, env, derived, reference_ops)
                     continue
-                args = [env[v] for v in op.operands]
-                emit = TABLE.get(op.name)
-                if op.name == "kiln.batch_norm":
-                    out = _batch_norm(bb, op, args, derived)
-                elif emit is None:
-                    reference_ops.append(op.name)
-                    out = emit_reference(bb, op, args)
-                else:
-                    out = emit(bb, op, args)
-                if len(op.results) == 1:
-                    env[op.results[0]] = out
-                else:
-                    for i, r in enumerate(op.results):
-                        env[r] = bb.emit(relax.TupleGetItem(out, i))
-            gv = bb.emit_output(relax.Tuple(results))
+                op = step[0]
+                bind_results(bb, op, emit_op(bb, op, [env[v] for v in op.operands], derived, reference_ops), env)
+            ret = next(op for op in block.ops if isinstance(op, func.ReturnOp))
+            gv = bb.emit_output(relax.Tuple([env[v] for v in ret.operands]))
         all_params = inputs + [params[n] for n in param_names] + [var for _, _, var in derived.items]
         bb.emit_func_output(gv, params=all_params)
     return Lowered(bb.get(), param_names, reference_ops, [(n, fn) for n, fn, _ in derived.items])
 
 
-def _tensor_type(value: SSAValue) -> relax.TensorType:
+def tensor_type(value: SSAValue) -> relax.TensorType:
     return relax.TensorType(list(dtypes.shape_of(value.type)), _dt(value))
+
+
+_tensor_type = tensor_type

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 
 def kiln_pipeline() -> str:
+    """Clean up, then fuse with TVM's capabilities: contractions run as library calls
+    (no epilogue fusion into them); several reductions may share a TIR kernel."""
     from passes import DEFAULT_PIPELINE
 
-    return DEFAULT_PIPELINE
+    return f"{DEFAULT_PIPELINE},fuse{{fuse-contractions=false multi-reduction=true}}"
