@@ -25,6 +25,7 @@ from compiler.capture import (
     plan_partitions,
 )
 from compiler.capture.convert import users_outside
+from compiler.capture.partition import IGNORED
 from compiler.compiled import CompiledModule
 from compiler.options import CompileOptions
 from compiler.runner import GraphRunner, Step
@@ -85,7 +86,7 @@ def compile_graph(
         if level in by_level:
             part = by_level[level]
             index = len(partitions_report)
-            conversion = convert_nodes(part, plan.consts, users_outside(part))
+            conversion = convert_nodes(part, plan.consts, users_outside(part, IGNORED))
             program = conversion.program
             ir_before = print_module(program.module)
             dump = _dumper(opts, index) if opts.dump_ir and opts.out_dir else None
@@ -96,6 +97,7 @@ def compile_graph(
             build_start = time.perf_counter()
             kernel = backend.build(program, build_opts)
             partitions_report.append({
+                "decisions": module_decisions(program.module),
                 "num_ops": _count_ops(program),
                 "num_kernels": kernel.num_kernels,
                 "build_s": time.perf_counter() - build_start,
@@ -121,6 +123,7 @@ def compile_graph(
         "capture_s": capture_s,
         "compile_s": time.perf_counter() - start,
         "cache_hit": bool(partitions_report) and all(p["cache_hit"] for p in partitions_report),
+        "decisions": partitions_report[0]["decisions"] if len(partitions_report) == 1 else {},
         "partitions": partitions_report,
         "notes": graph.notes,
     }
@@ -148,6 +151,19 @@ def _fast_path(steps: list[Step], input_nodes: list[torch.fx.Node], output_args:
     if step.inputs == input_nodes and list(step.outputs) == flat:
         return step.fn
     return None
+
+
+def module_decisions(module) -> dict[str, Any]:
+    """The decision summaries passes left on the module (`kiln.fusion`, ...), as plain values."""
+    from xdsl.dialects.builtin import DictionaryAttr
+
+    from ir.attrs import from_attr
+
+    out: dict[str, Any] = {}
+    for key, attr in module.attributes.items():
+        if key.startswith("kiln.") and isinstance(attr, DictionaryAttr):
+            out[key.removeprefix("kiln.")] = {k: from_attr(v) for k, v in attr.data.items()}
+    return out
 
 
 def _count_ops(program) -> int:

@@ -3,15 +3,22 @@
 Dynamo hands over an FX graph and example inputs; Kiln compiles it and returns a
 callable over the same flat inputs. A graph Kiln cannot capture at all (dynamic shapes,
 export failure) runs in eager with a warning: torch.compile must never break a model.
+
+Dynamo keeps the returned callable to itself, so each compile's report is also logged
+(INFO on this module's logger, the dict as the record's `kiln_report` attribute): that
+is how a caller or a test sees which ops fell back to eager.
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 def kiln_backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], options: dict | None = None):
@@ -34,4 +41,11 @@ def kiln_backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], option
             return run(*args)
 
     forward.kiln_report = compiled.report  # type: ignore[attr-defined]
+    report = compiled.report
+    log.info(
+        "kiln: compiled a Dynamo graph for %s: %d ops, %d kernels, %d partitions, eager fallbacks: %s",
+        opts.target, report["num_ops"], report["num_kernels"], report["num_partitions"],
+        ", ".join(f"{f['op']} x{f['count']}" for f in report["fallback_ops"]) or "none",
+        extra={"kiln_report": report},
+    )
     return forward

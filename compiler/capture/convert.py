@@ -8,7 +8,7 @@ converting continues past it), and once per partition to build the real Program.
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -67,6 +67,8 @@ def convert_nodes(
         val = node.meta.get("val")
         if not isinstance(val, torch.Tensor):
             raise Unsupported(op_name(node), node.name, "input is not a single tensor")
+        if not all(isinstance(d, int) for d in val.shape):  # a data-dependent size (u0)
+            raise Unsupported(op_name(node), node.name, f"input has dynamic shape {tuple(val.shape)}")
         env[node] = block.insert_arg(dtypes.tensor_type(tuple(val.shape), val.dtype), len(block.args))
         inputs.append(node)
 
@@ -123,7 +125,15 @@ def _param_name(node: torch.fx.Node) -> str:
     return node.name
 
 
-def users_outside(nodes: Iterable[torch.fx.Node]) -> list[torch.fx.Node]:
-    """Nodes of the set whose value is used by a node outside it (or is a graph output)."""
+def users_outside(
+    nodes: Iterable[torch.fx.Node], ignored: Collection[object] = ()
+) -> list[torch.fx.Node]:
+    """Nodes of the set whose value is used by a node outside it (or is a graph output).
+
+    In the given (topological) order, not a set's: the order is the partition's result
+    order, so it is part of the IR text and of the artifact cache key. Users whose target
+    is in `ignored` (metadata asserts, never run) do not make a node a result.
+    """
+    nodes = list(nodes)
     members = set(nodes)
-    return [n for n in members if any(u not in members for u in n.users)]
+    return [n for n in nodes if any(u not in members and u.target not in ignored for u in n.users)]

@@ -44,7 +44,9 @@ def from_model(model: torch.nn.Module, example_inputs: Sequence[Any]) -> AtenGra
     except Exception as err:  # export's errors are long; keep the first line
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CaptureError(f"torch.export failed on {type(model).__name__}: {first}") from err
-    return _from_exported(ep)
+    graph = _from_exported(ep)
+    _check_no_state_writes(graph)
+    return graph
 
 
 def _from_exported(ep: torch.export.ExportedProgram) -> AtenGraph:
@@ -94,8 +96,42 @@ def from_dynamo(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Aten
             inputs.append(name)
             positions.append(position)
     graph.inputs, graph.input_positions = inputs, positions
+    _check_no_state_writes(graph)
     graph.notes.append(f"{sum(bound)} of {len(bound)} Dynamo inputs are module state, bound at compile time")
     return graph
+
+
+def _check_no_state_writes(graph: AtenGraph) -> None:
+    """Reject in-place writes to bound tensors (parameters, buffers), directly or through a view.
+
+    torch.export's default IR keeps in-place ops (`add_`, `copy_`), so a state update
+    does not always show in the output specs. Compiled, it would be folded once at compile
+    time into the model's real tensor and then never happen again.
+    """
+    for node in graph.graph.nodes:
+        schema = getattr(node.target, "_schema", None)
+        if node.op != "call_function" or schema is None or not schema.is_mutable:
+            continue
+        for arg, value in zip(schema.arguments, node.args):
+            written = arg.alias_info is not None and arg.alias_info.is_write
+            if written and isinstance(value, torch.fx.Node):
+                root = _alias_root(value)
+                if root.op == "placeholder" and root.name in graph.consts:
+                    raise CaptureError(
+                        f"the model mutates {root.target} in forward ({node.name}: {node.target}); "
+                        "Kiln compiles inference graphs without state updates"
+                    )
+
+
+def _alias_root(node: torch.fx.Node) -> torch.fx.Node:
+    """Follow view ops (first argument aliased, not written) back to the tensor they view."""
+    while node.op == "call_function" and node.args and isinstance(node.args[0], torch.fx.Node):
+        schema = getattr(node.target, "_schema", None)
+        alias = schema.arguments[0].alias_info if schema is not None and schema.arguments else None
+        if alias is None or alias.is_write:
+            break
+        node = node.args[0]
+    return node
 
 
 def _placeholders(gm: torch.fx.GraphModule) -> list[torch.fx.Node]:

@@ -103,6 +103,15 @@ def _latencies(model: torch.nn.Module, compiled: Any, inputs: tuple) -> dict[str
     return out
 
 
+def fusion_line(f: dict[str, Any]) -> str:
+    """Kernels and modeled time for none / greedy / chosen, and how the solver did."""
+    chosen = f.get("chosen", f.get("solver"))
+    parts = [f"{label} {f[f'kernels_{label}']} kernels {f[f'time_us_{label}']:.0f} us"
+             for label in ("none", "greedy", "ilp") if f"kernels_{label}" in f]
+    status = f"{f.get('status', '')} in {f.get('solve_seconds', 0.0) * 1e3:.0f} ms" if "status" in f else ""
+    return f"chose {chosen}; " + ", ".join(parts) + (f"; solver {status}" if status else "")
+
+
 def print_report(report: dict[str, Any]) -> None:
     console = Console()
     table = Table(title=f"kiln compile {report['model']} --target {report['target']}", show_header=False)
@@ -118,6 +127,9 @@ def print_report(report: dict[str, Any]) -> None:
         ("fallback ops", ", ".join(f"{f['op']} x{f['count']}" for f in report["fallback_ops"]) or "none"),
         ("passes", ", ".join(f"{p['name']} {p['seconds'] * 1e3:.1f} ms" for p in report["passes"])),
     ]
+    fusion = report.get("decisions", {}).get("fusion")
+    if fusion:
+        rows.append(("fusion", fusion_line(fusion)))
     for key, value in rows:
         table.add_row(key, str(value))
     console.print(table)
