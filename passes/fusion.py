@@ -103,14 +103,16 @@ def decide(graph: FusionGraph, rules: FusionRules, solver: str, time_limit: floa
 def _solve_ilp(graph: FusionGraph, rules: FusionRules, greedy: list[frozenset[int]], time_limit: float):
     start = time.perf_counter()
     max_group, note = rules.max_group, ""
+    deadline = start + time_limit / 2  # leave the solver at least half of the budget
     while True:
         try:
-            candidates = enumerate_candidates(graph, rules)
+            candidates = enumerate_candidates(graph, rules, deadline if max_group > 1 else None)
             break
-        except CandidateLimit:  # too many to enumerate in time: smaller groups, and say so
+        except CandidateLimit as why:  # too many to enumerate in time: smaller groups, and say so
             max_group -= 1
             rules = FusionRules(max_group, rules.fuse_contractions, rules.multi_reduction, rules.max_candidates)
-            note = f"candidate limit hit; max-group lowered to {max_group}"
+            deadline = time.perf_counter() + time_limit / 4
+            note = f"{why}; max-group lowered to {max_group}"
     program = IntegerProgram()
     covering: list[list[int]] = [[] for _ in range(len(graph))]
     for group in candidates:

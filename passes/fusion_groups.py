@@ -11,6 +11,7 @@ worse as a set grows (an opaque op, a second contraction) prune the search early
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -65,39 +66,57 @@ def _is_epilogue(graph: FusionGraph, anchor: int, group: frozenset[int]) -> bool
     return reached == set(group)
 
 
-def enumerate_candidates(graph: FusionGraph, rules: FusionRules) -> list[frozenset[int]]:
-    """All valid groups: every singleton plus every valid connected set up to max_group."""
+def enumerate_candidates(
+    graph: FusionGraph, rules: FusionRules, deadline: float | None = None
+) -> list[frozenset[int]]:
+    """All valid groups: every singleton plus every valid connected set up to max_group.
+
+    Raises `CandidateLimit` past `max_candidates` groups or past `deadline`
+    (time.perf_counter()), so the caller can shrink the search and say so.
+    """
+    ok = [fusible(graph, i, rules) for i in range(len(graph))]
+    adjacency = [tuple(sorted(u for u in graph.neighbors(i) if ok[u])) for i in range(len(graph))]
     out = [frozenset([i]) for i in range(len(graph))]
-    count = len(out)
     for root in range(len(graph)):
-        if not fusible(graph, root, rules):
+        if not ok[root]:
             continue
-        for group in _esu(graph, root, rules):
+        if deadline is not None and time.perf_counter() > deadline:
+            raise CandidateLimit("candidate enumeration ran past the time limit")
+        for group in _esu(graph, root, rules, adjacency):
             if len(group) > 1 and is_valid(graph, group, rules):
                 out.append(group)
-                count += 1
-                if count > rules.max_candidates:
+                if len(out) > rules.max_candidates:
                     raise CandidateLimit(f"more than {rules.max_candidates} candidate groups")
     return out
 
 
-def _esu(graph: FusionGraph, root: int, rules: FusionRules) -> Iterator[frozenset[int]]:
-    def neighbors(i: int) -> set[int]:
-        return {u for u in graph.neighbors(i) if u > root and fusible(graph, u, rules)}
+def _esu(
+    graph: FusionGraph, root: int, rules: FusionRules, adjacency: list[tuple[int, ...]]
+) -> Iterator[frozenset[int]]:
+    kinds = graph.kinds
 
-    def extend(sub: frozenset[int], ext: set[int], around: set[int]) -> Iterator[frozenset[int]]:
+    def extend(sub: frozenset[int], ext: set[int], around: set[int], anchors: int) -> Iterator[frozenset[int]]:
         yield sub
-        if len(sub) >= rules.max_group or _anchors_exceeded(graph, sub):
+        if len(sub) >= rules.max_group:
             return
         ext = set(ext)
         while ext:
             w = ext.pop()
-            new = {u for u in neighbors(w) if u not in sub and u not in around}
-            yield from extend(sub | {w}, ext | new, around | new | {w})
+            grown = anchors + _anchor_weight(kinds[w])
+            if _anchors_invalid(grown, rules):
+                continue  # every superset is invalid too: prune the whole subtree
+            new = {u for u in adjacency[w] if u > root and u not in sub and u not in around}
+            yield from extend(sub | {w}, ext | new, around | new | {w}, grown)
 
-    start = neighbors(root)
-    yield from extend(frozenset([root]), start, start | {root})
+    start = {u for u in adjacency[root] if u > root}
+    yield from extend(frozenset([root]), start, start | {root}, _anchor_weight(kinds[root]))
 
 
-def _anchors_exceeded(graph: FusionGraph, sub: frozenset[int]) -> bool:
-    return sum(1 for i in sub if graph.kinds[i] == "contraction") > 1
+# Anchors packed in one int: contractions count in the tens, reductions in the units.
+def _anchor_weight(kind: str) -> int:
+    return 10 if kind == "contraction" else 1 if kind == "reduction" else 0
+
+
+def _anchors_invalid(weight: int, rules: FusionRules) -> bool:
+    contractions, reductions = divmod(weight, 10)
+    return contractions > 1 or (contractions and reductions) or (reductions > 1 and not rules.multi_reduction)
