@@ -1,0 +1,118 @@
+"""The LLVM target for the host CPU and the thread setup shared by TVM and torch.
+
+Why this file exists:
+
+- TVM 0.27 rejects ``"llvm -mcpu=native"`` and silently generates generic x86 code for the
+  dict form ``{"mcpu": "native"}``, so AVX-512 is only used when the CPU is named
+  (``znver5`` here). :func:`cpu_target` asks LLVM for the host CPU name.
+- TVM's runtime thread pool sizes itself once per calling thread, from ``TVM_NUM_THREADS``
+  (else ``OMP_NUM_THREADS``, else ``hardware_concurrency() / 2`` on x86). On this 2-core VM
+  the default is therefore **one** thread: parallel TIR loops would run serially. The pool
+  cannot grow after it exists (``runtime.config_threadpool`` only shrinks it), so
+  :func:`configure_threads` must run before the first parallel kernel.
+- Library calls (``library.py``) run torch/MKL kernels on torch's OpenMP pool while
+  scheduled TIR runs on TVM's pool. Both pools busy-wait after a parallel region (libgomp
+  and TVM spin ~300k iterations), so a worker of one pool spinning on a core steals it from
+  the other pool's worker. :func:`configure_threads` shortens TVM's spin and stops TVM from
+  pinning its worker; the measured effect is in NOTES.md.
+
+Options are plain arguments; reading the environment (``KILN_NUM_THREADS``) is the caller's
+job, per the house rule that env vars are read in one place.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+
+import tvm
+from tvm.target import Target
+
+
+@dataclass(frozen=True)
+class ThreadConfig:
+    """How many threads each pool uses and how long TVM's workers spin.
+
+    ``tvm_spin_count`` is the number of ``sched_yield`` rounds an idle TVM worker spins
+    before sleeping (TVM's default is 300000). A short spin keeps the TVM worker off the
+    core while torch's OpenMP workers run a library call; ``None`` keeps TVM's default.
+    ``bind_threads`` pins TVM's worker to a core (TVM's default); off by default here so the
+    OS can move it away from a core where torch's worker is busy.
+    """
+
+    num_threads: int = 2
+    torch_threads: int | None = None
+    tvm_spin_count: int | None = 20000
+    bind_threads: bool = False
+
+
+@lru_cache(maxsize=None)
+def host_cpu() -> str:
+    """The LLVM name of this machine's CPU, e.g. ``znver5``."""
+    return str(tvm.target.codegen.llvm_get_system_cpu())
+
+
+def cpu_target(
+    mcpu: str | None = None, num_cores: int | None = None, fast_math: bool = True
+) -> Target:
+    """An ``llvm`` target for ``mcpu`` (default: the host CPU).
+
+    ``num-cores`` is read by TVM's tuning rules; schedules here read the vector width from
+    the target (512 bits for AVX-512 CPUs). ``fast_math`` lets LLVM reassociate float sums
+    and contract multiply-adds: without reassociation LLVM keeps a row reduction as one
+    serial chain of adds, and a layer_norm runs 5x slower. It does not assume away NaN or
+    infinity, so ``-inf`` attention masks stay exact.
+    """
+    config: dict[str, object] = {"kind": "llvm", "mcpu": mcpu or host_cpu()}
+    if num_cores:
+        config["num-cores"] = int(num_cores)
+    if fast_math:
+        config["fast-math-reassoc"] = True
+        config["fast-math-contract"] = True
+    return Target(config)
+
+
+def vector_bits(target: Target) -> int:
+    """The SIMD register width LLVM uses for ``target`` (128 when unknown)."""
+    bits = int(tvm.target.codegen.llvm_get_vector_width(target))
+    return bits if bits > 0 else 128
+
+
+def vector_lanes(target: Target, dtype_bits: int = 32) -> int:
+    """How many ``dtype_bits``-wide elements fit one SIMD register of ``target``."""
+    return max(vector_bits(target) // dtype_bits, 1)
+
+
+_configured: ThreadConfig | None = None
+
+
+def configure_threads(config: ThreadConfig | None = None) -> ThreadConfig:
+    """Size torch's and TVM's thread pools; call once, before the first compiled call.
+
+    TVM reads its variables when the calling thread's pool is created (its first parallel
+    kernel), so they are written into ``os.environ`` here: that is how the C runtime
+    receives them, not a configuration channel of Kiln's. A second call with a different
+    config only changes torch (TVM's pool of this thread is already sized) and returns the
+    config in force for TVM.
+    """
+    global _configured
+    config = config or ThreadConfig()
+    import torch
+
+    torch_threads = config.torch_threads or config.num_threads
+    if torch.get_num_threads() != torch_threads:
+        torch.set_num_threads(torch_threads)
+    if _configured is not None:
+        return _configured
+    os.environ["TVM_NUM_THREADS"] = str(config.num_threads)
+    if config.tvm_spin_count is not None:
+        os.environ["TVM_THREAD_POOL_SPIN_COUNT"] = str(config.tvm_spin_count)
+    os.environ["TVM_BIND_THREADS"] = "1" if config.bind_threads else "0"
+    _configured = config
+    return config
+
+
+def tvm_num_threads() -> int:
+    """The size of TVM's pool for this thread (creates the pool if it does not exist)."""
+    return int(tvm.get_global_func("runtime.NumThreads")())

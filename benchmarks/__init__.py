@@ -1,0 +1,1 @@
+"""Kiln's benchmark suite: the zoo on eager, Inductor, ONNX Runtime and Kiln (`benchmarks.run`)."""

@@ -1,0 +1,1 @@
+"""Runnable examples and the model zoo (`examples.zoo`) that tests and benchmarks build on."""
