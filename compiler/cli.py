@@ -86,6 +86,21 @@ def bench(ctx: typer.Context) -> None:
     raise typer.Exit(bench_main(list(ctx.args)))
 
 
+@app.command()
+def calibrate(
+    threads: int = typer.Option(2, help="Threads to measure with (the cores Kiln will use)."),
+) -> None:
+    """Measure this CPU (GEMM FLOP/s, memory bandwidth, call overhead) for the cost models."""
+    from cost_models.calibrate import calibrate as run_calibration
+    from cost_models.hardware import calibration_path
+
+    hw = run_calibration(threads)
+    typer.echo(
+        f"fp32 GEMM {hw.flops() / 1e9:.0f} GFLOP/s, bandwidth {hw.mem_bandwidth / 1e9:.1f} GB/s, "
+        f"call overhead {hw.launch_overhead_s * 1e6:.1f} us ({threads} threads); saved to {calibration_path()}"
+    )
+
+
 def main() -> None:
     app()
 
