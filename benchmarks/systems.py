@@ -181,6 +181,8 @@ class KilnSystem(System):
     """Kiln's own compile driver: `compile_model(model, inputs, target=...)`."""
 
     name = "kiln"
+    # The pass pipeline; None is the target's own (with Kiln's `fuse`).
+    PIPELINE: str | None = None
 
     def __init__(self, target: str = "tvm") -> None:
         super().__init__()
@@ -189,7 +191,7 @@ class KilnSystem(System):
     def prepare(self, model: nn.Module, inputs: Inputs) -> None:
         from compiler import compile_model
 
-        self.compiled = compile_model(model, inputs, target=self.target)
+        self.compiled = compile_model(model, inputs, target=self.target, pipeline=self.PIPELINE)
         self.info["target"] = self.target
         report = getattr(self.compiled, "report", None)
         if report is not None:
@@ -200,8 +202,23 @@ class KilnSystem(System):
             return self.compiled(*inputs)
 
 
+class KilnNoFusionSystem(KilnSystem):
+    """Kiln with fusion off: every op is its own kernel (the baseline fusion is judged by)."""
+
+    name = "kiln-nofuse"
+    PIPELINE = "fold-constants,kiln-canonicalize,cse,dce,fuse{solver=none}"
+
+
+class KilnTVMFusionSystem(KilnSystem):
+    """Kiln's lowering and schedules, but TVM's own FuseOps decides fusion (no `fuse` pass)."""
+
+    name = "kiln-tvmfuse"
+    PIPELINE = "fold-constants,kiln-canonicalize,cse,dce"
+
+
 SYSTEMS: dict[str, type[System]] = {
-    cls.name: cls for cls in (EagerSystem, InductorSystem, OnnxRuntimeSystem, KilnSystem)
+    cls.name: cls
+    for cls in (EagerSystem, InductorSystem, OnnxRuntimeSystem, KilnSystem, KilnNoFusionSystem, KilnTVMFusionSystem)
 }
 
 
@@ -212,8 +229,8 @@ def make_system(name: str, kiln_target: str = "tvm", cold: bool = False) -> Syst
     """
     if name not in SYSTEMS:
         raise KeyError(f"unknown system {name!r}; known: {', '.join(SYSTEMS)}")
-    if name == "kiln":
-        return KilnSystem(target=kiln_target)
+    if name.startswith("kiln"):
+        return SYSTEMS[name](target=kiln_target)  # type: ignore[call-arg]
     if name == "inductor":
         return InductorSystem(cold=cold)
     return SYSTEMS[name]()
