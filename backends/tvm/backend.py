@@ -79,7 +79,7 @@ class TVMBackend:
             executable = tvm.runtime.load_module(str(path))
             num_kernels = int(json.loads(meta.read_text())["num_kernels"])
         else:
-            executable, num_kernels = build_executable(lowered.module, target)
+            executable, num_kernels = build_executable(lowered.module, target, lowered.grouped)
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(f".{os.getpid()}.tmp.so")

@@ -35,14 +35,14 @@ def fuse(module: tvm.IRModule, target: Target, kiln_groups: bool | None = None) 
         return seq(module)
 
 
-def build_executable(module: tvm.IRModule, target: Target) -> tuple[object, int]:
+def build_executable(module: tvm.IRModule, target: Target, kiln_groups: bool | None = None) -> tuple[object, int]:
     """Compile with Kiln's schedules; a schedule that breaks codegen is dropped, not fatal.
 
     When the whole module fails to build, each scheduled PrimFunc is built on its own and
     the ones that fail fall back to their unscheduled (legalized) form, so a schedule bug
     costs speed, never a build.
     """
-    fused = fuse(module, target)
+    fused = fuse(module, target, kiln_groups)
     kernels = kernel_count(fused)
     unscheduled = dict(fused.functions_items())  # schedule_module updates the module in place
     scheduled = schedule_module(fused, target)

@@ -43,6 +43,7 @@ class Lowered:
     # Parameters computed from the model's parameters at load time (e.g. batch-norm scale),
     # appended after `param_names`: (name, function of the params dict).
     derived: list[tuple[str, Callable[[dict], torch.Tensor]]] = field(default_factory=list)
+    grouped: bool = False  # the fuse pass decided groups (even all-singleton ones)
 
     def bind(self, params: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """The trailing arguments of `main`, in order, for these parameter values."""
@@ -357,7 +358,8 @@ def lower_program(program: Program) -> Lowered:
             gv = bb.emit_output(relax.Tuple([env[v] for v in ret.operands]))
         all_params = inputs + [params[n] for n in param_names] + [var for _, _, var in derived.items]
         bb.emit_func_output(gv, params=all_params)
-    return Lowered(bb.get(), param_names, reference_ops, [(n, fn) for n, fn, _ in derived.items])
+    grouped = any("group" in op.attributes for op in block.ops)
+    return Lowered(bb.get(), param_names, reference_ops, [(n, fn) for n, fn, _ in derived.items], grouped)
 
 
 def tensor_type(value: SSAValue) -> relax.TensorType:
