@@ -17,12 +17,19 @@ class CompiledModule:
         self.report = report
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        flat = pytree.tree_leaves((args, kwargs)) if kwargs else pytree.tree_leaves(args)
+        if kwargs or not all(isinstance(a, torch.Tensor) for a in args):
+            args = tuple(pytree.tree_leaves((args, kwargs)) if kwargs else pytree.tree_leaves(args))
         with torch.no_grad():
-            outs = self._run(*flat)
+            outs = self._run(*args)
         if self._out_spec is None:
             return outs
+        if self._single_output:  # the common case, without pytree's generic walk
+            return outs[0]
         return pytree.tree_unflatten(list(outs), self._out_spec)
+
+    @property
+    def _single_output(self) -> bool:
+        return self._out_spec is not None and self._out_spec.is_leaf()
 
     def flat(self, *flat_args: torch.Tensor) -> list[Any]:
         """Flat tensors in, flat outputs out: the thinnest call (what torch.compile uses)."""
