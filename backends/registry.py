@@ -10,6 +10,7 @@ from backends.base import Backend
 TARGETS: dict[str, str] = {
     "tvm": "backends.tvm.backend:TVMBackend",
     "eager": "backends.eager.backend:EagerBackend",
+    "triton": "backends.triton.backend:TritonBackend",
 }
 
 

@@ -18,14 +18,14 @@ def parse_module(text: str, filename: str = "<input>", verify: bool = True) -> M
     try:
         module = Parser(make_context(), text, filename).parse_module()
     except ParseError as err:
-        raise IRSyntaxError(_first_lines(str(err))) from None
+        raise IRSyntaxError(_located(str(err))) from None
     except Exception as err:  # xDSL raises plain exceptions for unknown ops and types
         raise IRSyntaxError(f"{filename}: {err}") from None
     if verify:
         try:
             module.verify()
         except VerifyException as err:
-            raise IRSyntaxError(f"{filename}: invalid IR: {_first_lines(str(err))}") from None
+            raise IRSyntaxError(f"{filename}: invalid IR: {_verify_reason(str(err))}") from None
     return module
 
 
@@ -33,5 +33,17 @@ def print_module(module: ModuleOp) -> str:
     return str(module)
 
 
-def _first_lines(message: str, n: int = 4) -> str:
-    return "\n".join(message.strip().splitlines()[:n])
+def _located(message: str) -> str:
+    """xDSL's `file:L:C / source line / caret / reason` as one line `file:L:C: reason`."""
+    lines = [ln.strip() for ln in message.strip().splitlines() if ln.strip()]
+    reason = next((ln for ln in reversed(lines) if set(ln) - {"^"}), "")
+    return f"{lines[0]}: {reason}" if len(lines) > 1 else lines[0] if lines else message
+
+
+def _verify_reason(message: str) -> str:
+    """The verifier's reason, out of the annotated module dump xDSL puts in the message."""
+    for line in message.splitlines():
+        if "Operation does not verify:" in line:
+            return line.strip(" |").split("Operation does not verify:", 1)[1].strip()
+    lines = [ln.strip() for ln in message.strip().splitlines() if ln.strip()]
+    return lines[0] if lines else message

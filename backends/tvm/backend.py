@@ -66,7 +66,7 @@ class TVMBackend:
         configure_threads(ThreadConfig(num_threads=options.num_threads or 2))
         library.register_library()
         target = cpu_target()
-        ir_text = print_module(program.module)
+        ir_text = key_text(program.module)
         key = artifact_key(ir_text, str(target))
         lowered = lower_program(program)
         for op in program.kiln_ops():  # re-register reference kernels a cached artifact calls
@@ -96,6 +96,15 @@ class TVMBackend:
         vm = relax.VirtualMachine(executable, tvm.cpu())
         params = [t.detach().contiguous() for t in lowered.bind(program.params)]
         return TVMKernel(vm["main"], params, num_kernels, hit, artifacts, lowered.reference_ops)
+
+
+def key_text(module) -> str:
+    """The IR as it determines code: ops and their decisions, without the module-level
+    pass summaries (`kiln.fusion` holds solver wall times, which differ every compile)."""
+    stripped = module.clone()
+    for name in [k for k in stripped.attributes if k.startswith("kiln.")]:
+        del stripped.attributes[name]
+    return print_module(stripped)
 
 
 def artifact_key(ir_text: str, target: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,9 @@ def compare(actual: Any, expected: Any, atol: float, rtol: float) -> tuple[float
         if a.shape != e.shape or a.dtype != e.dtype:
             return float("inf"), False
         diff = (a.double() - e.double()).abs()
-        max_err = max(max_err, float(diff.max()) if diff.numel() else 0.0)
+        worst = float(diff.max()) if diff.numel() else 0.0
+        if math.isnan(worst) or worst > max_err:  # max() would drop a NaN and report 0
+            max_err = worst
         ok = ok and torch.allclose(a, e, atol=atol, rtol=rtol)
     return max_err, ok
 
