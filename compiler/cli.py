@@ -1,4 +1,4 @@
-"""The `kiln` command line: compile, opt, bench.
+"""The `kiln` command line: compile, opt, serve, bench.
 
 Every user error (bad model path, unknown target or pass, malformed IR) prints one line
 `error: ...` and exits with code 2; a failed `--check` exits with 1. Tracebacks are for
@@ -76,6 +76,24 @@ def opt(
     from compiler.commands.opt_cmd import run_opt
 
     run_opt(file, passes, verify_each, output)
+
+
+@app.command()
+def serve(
+    db: Optional[str] = typer.Option(
+        None, "--db", help="sqlite:///path or postgresql://user@host/db (default: SQLite under the user cache dir)."
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port."),
+    token: Optional[str] = typer.Option(
+        None, "--token", envvar="KILN_SERVE_TOKEN", help="Require 'Authorization: Bearer TOKEN' on writes."
+    ),
+    log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+) -> None:
+    """Run the autotuning cache service (HTTP; OpenAPI docs at /docs)."""
+    from compiler.commands.serve_cmd import run_serve
+
+    run_serve(db, host, port, token, log_level)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
