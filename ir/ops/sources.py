@@ -16,8 +16,21 @@ from ir import dtypes
 from ir.core import KilnOp
 
 
+class _SourceOp(KilnOp):
+    """A value that exists before the function runs: nothing to verify, compute or move."""
+
+    def verify_(self) -> None:
+        pass
+
+    def flops(self) -> int:
+        return 0
+
+    def bytes_moved(self) -> int:
+        return 0
+
+
 @irdl_op_definition
-class ParamOp(KilnOp):
+class ParamOp(_SourceOp):
     """A named weight or buffer of the model; its value is `program.params[name]`."""
 
     name = "kiln.param"
@@ -33,18 +46,9 @@ class ParamOp(KilnOp):
     def of(cls, name: str, tensor_type: TensorType) -> ParamOp:
         return cls.create(result_types=[tensor_type], properties={"name": StringAttr(name)})
 
-    def verify_(self) -> None:
-        pass
-
-    def flops(self) -> int:
-        return 0
-
-    def bytes_moved(self) -> int:
-        return 0
-
 
 @irdl_op_definition
-class ConstantOp(KilnOp):
+class ConstantOp(_SourceOp):
     """A literal tensor (dense attribute) small enough to print inline."""
 
     name = "kiln.constant"
@@ -60,15 +64,6 @@ class ConstantOp(KilnOp):
             flat = [int(v) for v in flat]
         attr = DenseIntOrFPElementsAttr.from_list(t, flat)
         return cls.create(result_types=[t], properties={"value": attr})
-
-    def verify_(self) -> None:
-        pass
-
-    def flops(self) -> int:
-        return 0
-
-    def bytes_moved(self) -> int:
-        return 0
 
     def to_tensor(self) -> torch.Tensor:
         t = self.result.type
