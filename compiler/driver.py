@@ -45,18 +45,23 @@ def compile_model(
     start = time.perf_counter()
     model = model.eval()
     graph = from_model(model, example_inputs)
-    return compile_graph(graph, opts, start, name=type(model).__name__)
+    return compile_graph(graph, opts, start, name=type(model).__name__, example_inputs=example_inputs)
 
 
 def compile_fx(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], opts: CompileOptions) -> CompiledModule:
     """The torch.compile path: Dynamo's graph, params lifted to inputs."""
     start = time.perf_counter()
     graph = from_dynamo(gm, example_inputs)
-    return compile_graph(graph, opts, start, name="dynamo_graph", flat_outputs=True)
+    return compile_graph(graph, opts, start, name="dynamo_graph", flat_outputs=True, example_inputs=example_inputs)
 
 
 def compile_graph(
-    graph: AtenGraph, opts: CompileOptions, start: float, name: str, flat_outputs: bool = False
+    graph: AtenGraph,
+    opts: CompileOptions,
+    start: float,
+    name: str,
+    flat_outputs: bool = False,
+    example_inputs: Sequence[Any] = (),
 ) -> CompiledModule:
     backend = get_backend(opts.target)
     capture_s = time.perf_counter() - start
@@ -90,7 +95,8 @@ def compile_graph(
             program = conversion.program
             ir_before = print_module(program.module)
             dump = _dumper(opts, index) if opts.dump_ir and opts.out_dir else None
-            for t in run_pipeline(program.module, pipeline, verify=opts.verify_each_pass, dump_ir=dump):
+            timings, quant = _run_passes(program, pipeline, opts, dump, conversion.inputs, input_nodes, graph, example_inputs)
+            for t in timings:
                 pass_times[t.name] = pass_times.get(t.name, 0.0) + t.seconds
             ir_after = print_module(program.module)
             _write_ir(opts.out_dir, index, ir_before, ir_after)
@@ -151,6 +157,27 @@ def _fast_path(steps: list[Step], input_nodes: list[torch.fx.Node], output_args:
     if step.inputs == input_nodes and list(step.outputs) == flat:
         return step.fn
     return None
+
+
+def _run_passes(program, pipeline, opts, dump, part_inputs, input_nodes, graph, example_inputs):
+    """The pipeline; `quantize` needs the weights and example inputs, so it goes through
+    `run_pipeline_quantized` (only when the partition is fed by the user's inputs)."""
+    if "quantize" not in {p.strip().split("{")[0] for p in pipeline.split(",")}:
+        return run_pipeline(program.module, pipeline, verify=opts.verify_each_pass, dump_ir=dump), None
+    from compiler.calibration import run_pipeline_quantized
+
+    user = dict(zip(input_nodes, _user_tensors(graph, example_inputs)))
+    if not all(n in user for n in part_inputs):
+        raise ValueError("quantize needs a partition fed by the model's inputs; this graph has eager ops before it")
+    inputs = [user[n] for n in part_inputs]
+    return run_pipeline_quantized(program, pipeline, inputs, verify=opts.verify_each_pass, dump_ir=dump)
+
+
+def _user_tensors(graph: AtenGraph, example_inputs: Sequence[Any]) -> list[Any]:
+    flat = pytree.tree_leaves(tuple(example_inputs))
+    if graph.input_positions is not None:
+        flat = [flat[i] for i in graph.input_positions]
+    return flat
 
 
 def module_decisions(module) -> dict[str, Any]:

@@ -37,6 +37,7 @@ BUILTIN_PASS_MODULES = (
     "passes.canonicalize",
     "passes.fold_constants",
     "passes.fusion",
+    "passes.quantization",
 )
 
 # xDSL passes Kiln pipelines may name, loaded on first use.

@@ -9,6 +9,7 @@ from ir.ops.moe import MOE_OPS
 from ir.ops.movement import MOVEMENT_OPS
 from ir.ops.normalization import NORMALIZATION_OPS
 from ir.ops.pooling import POOLING_OPS
+from ir.ops.quant import QUANT_OPS
 from ir.ops.reduction import REDUCTION_OPS
 from ir.ops.sources import SOURCE_OPS
 
@@ -22,4 +23,5 @@ ALL_OPS = (
     + REDUCTION_OPS
     + POOLING_OPS
     + MOE_OPS
+    + QUANT_OPS
 )

@@ -28,6 +28,7 @@ from ir.ops.moe import MoeCombineOp, MoeDispatchOp, TopkOp
 from ir.ops.movement import ConcatOp, EmbeddingOp, ExpandOp, PermuteOp, ReshapeOp, SliceOp
 from ir.ops.normalization import BatchNormOp, LayerNormOp, LogSoftmaxOp, RmsNormOp, SoftmaxOp
 from ir.ops.pooling import Pool2dOp
+from ir.ops.quant import DequantizeOp, QuantizeOp
 from ir.ops.reduction import ReduceOp
 
 Expected = Callable[..., "torch.Tensor | tuple[torch.Tensor, ...]"]
@@ -565,3 +566,14 @@ case(
 
 # Ops with no operands, tested by hand in test_ops.py.
 SOURCE_OP_NAMES = frozenset({"kiln.param", "kiln.constant"})
+
+
+# ---- quantization (every format's numerics: tests/ir/test_quant_*.py) --------------------
+def _int8_quantize(x, format, axis, scale):
+    s = torch.tensor(scale, dtype=torch.float32)
+    return (x / s).round().clamp(-127, 127).to(torch.int8), s.reshape(1, 1)
+
+
+case(QuantizeOp, "int8-static-scale", [randn(4, 8)], _int8_quantize, format="int8_tensor", axis=1, scale=0.02)
+case(DequantizeOp, "int8-per-tensor", [(randint(255, 4, 8) - 127).to(torch.int8), torch.full((1, 1), 0.02)],
+     lambda codes, scales, **_: codes.float() * scales, format="int8_tensor", axis=1)
