@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -20,6 +20,13 @@ class BackendError(RuntimeError):
     """A backend could not lower or build a program; the message names the op."""
 
 
+class KernelConfigs(Protocol):
+    """Where a build finds tuned configurations: the autotuning cache, or the one a tuner
+    is measuring. `None` means "no tuned configuration": the backend's defaults."""
+
+    def config_for(self, key: str, target: str) -> dict[str, Any] | None: ...
+
+
 @dataclass(frozen=True)
 class BuildOptions:
     """What the driver tells a backend; frozen so a build cannot change the caller's view."""
@@ -28,6 +35,7 @@ class BuildOptions:
     out_dir: Path | None = None  # where to write artifacts for inspection
     num_threads: int | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    kernel_configs: KernelConfigs | None = None  # tuned knobs by kernel key; None: defaults
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ TARGETS: dict[str, str] = {
     "tvm": "backends.tvm.backend:TVMBackend",
     "eager": "backends.eager.backend:EagerBackend",
     "triton": "backends.triton.backend:TritonBackend",
+    "hls": "backends.hls.backend:HLSBackend",
 }
 
 

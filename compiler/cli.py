@@ -1,4 +1,4 @@
-"""The `kiln` command line: compile, opt, serve, bench.
+"""The `kiln` command line: compile, tune, opt, serve, bench.
 
 Every user error (bad model path, unknown target or pass, malformed IR) prints one line
 `error: ...` and exits with code 2; a failed `--check` exits with 1. Tracebacks are for
@@ -58,11 +58,47 @@ def compile(  # noqa: A001 - the command is called compile
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the artifact cache."),
     atol: float = typer.Option(1e-4, help="Absolute tolerance for --check."),
     rtol: float = typer.Option(1e-4, help="Relative tolerance for --check."),
+    cache: Optional[str] = typer.Option(
+        None, "--cache", help="Tuning cache service URL (default: KILN_CACHE, else the local cache)."
+    ),
+    part: Optional[str] = typer.Option(None, "--part", help="--target hls: FPGA part (default xcu280-fsvh2892-2L-e)."),
+    clock_ns: Optional[float] = typer.Option(None, "--clock-ns", help="--target hls: clock period in ns (default 5)."),
 ) -> None:
     """Compile a model and report ops, kernels, compile time, latency and error against eager."""
     from compiler.commands.compile_cmd import run_compile
 
-    run_compile(model, target, out, pipeline, check, as_json, strict, dump_ir, no_cache, atol, rtol)
+    extra = {k: str(v) for k, v in (("part", part), ("clock-ns", clock_ns)) if v is not None}
+    run_compile(model, target, out, pipeline, check, as_json, strict, dump_ir, no_cache, atol, rtol, cache,
+                extra)
+
+
+@app.command()
+def tune(
+    model: str = typer.Argument(..., help="path/to/file.py:factory; factory() returns (model, example_inputs)"),
+    target: str = typer.Option("tvm", "--target", "-t", help="Backend whose kernels to tune (tvm)."),
+    trials: int = typer.Option(12, "--trials", "-n", min=1, help="Measured configurations per kernel."),
+    time_budget: Optional[float] = typer.Option(None, "--time-budget", min=0, help="Stop after this many seconds."),
+    cache: Optional[str] = typer.Option(
+        None, "--cache", help="Tuning cache service URL (default: KILN_CACHE, else the local cache)."
+    ),
+    train_cost_model: bool = typer.Option(
+        False, "--train-cost-model", help="Then train the learned cost model on every measurement so far."
+    ),
+    pipeline: Optional[str] = typer.Option(None, "--pipeline", "-p", help="Pass pipeline (default: the target's)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the search (same measurements, same proposals)."),
+    timeout: float = typer.Option(60.0, "--timeout", min=1, help="Seconds before a candidate counts as hung."),
+    retune: bool = typer.Option(False, "--retune", help="Tune kernels that already have a cached record."),
+    no_cost_model: bool = typer.Option(False, "--no-cost-model", help="Do not screen with the learned model."),
+    no_model_check: bool = typer.Option(
+        False, "--no-model-check", help="Store the kernels' winners without timing the whole model with them."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+) -> None:
+    """Tune every kernel's knobs (Optuna TPE, learned-model screening) and store the winners."""
+    from compiler.commands.tune_cmd import run_tune
+
+    run_tune(model, target, trials, time_budget, cache, train_cost_model, pipeline, seed, timeout,
+             retune, no_cost_model, as_json, model_check=not no_model_check)
 
 
 @app.command()

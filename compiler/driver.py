@@ -75,6 +75,7 @@ def compile_graph(
         out_dir=opts.out_dir,
         num_threads=opts.num_threads,
         extra=opts.extra,
+        kernel_configs=tuned_configs(opts),
     )
     placeholders = {n.name: n for n in graph.placeholders()}
     input_nodes = [placeholders[name] for name in graph.inputs]
@@ -108,6 +109,8 @@ def compile_graph(
                 "num_kernels": kernel.num_kernels,
                 "build_s": time.perf_counter() - build_start,
                 "cache_hit": kernel.cache_hit,
+                "tuned_kernels": len(getattr(kernel, "tuned", {})),
+                "tuning_hits": getattr(kernel, "tuning_hits", 0),
                 "artifacts": {k: str(v) for k, v in kernel.artifacts.items()},
             })
             steps.append(Step(kernel, conversion.inputs, conversion.outputs))
@@ -129,14 +132,28 @@ def compile_graph(
         "capture_s": capture_s,
         "compile_s": time.perf_counter() - start,
         "cache_hit": bool(partitions_report) and all(p["cache_hit"] for p in partitions_report),
+        # kernels that found a tuned record, and those built with non-default knobs
+        "tuning_hits": sum(p["tuning_hits"] for p in partitions_report),
+        "tuned_kernels": sum(p["tuned_kernels"] for p in partitions_report),
         "decisions": partitions_report[0]["decisions"] if len(partitions_report) == 1 else {},
         "partitions": partitions_report,
         "notes": graph.notes,
     }
+    if build_opts.kernel_configs is not None:
+        build_opts.kernel_configs.close()
     run = fast or runner
     if graph.input_positions is not None and graph.input_positions != list(range(len(graph.inputs))):
         run = _select_inputs(run, graph.input_positions)
     return CompiledModule(run, graph.in_spec, None if flat_outputs else graph.out_spec, report)
+
+
+def tuned_configs(opts: CompileOptions):
+    """Where the build reads tuned kernel configs (`kiln tune`'s winners); never measures."""
+    if not opts.use_tuned or opts.target != "tvm":
+        return None
+    from compiler.tuner.configs import CacheConfigs
+
+    return CacheConfigs(opts.tuning_cache)
 
 
 def _select_inputs(run, positions: list[int]):

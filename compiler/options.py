@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,11 @@ class CompileOptions:
     use_cache: bool = True
     num_threads: int | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    # Tuned kernel configs (`kiln tune`): read from this cache, never measured. A URL is
+    # the cache service (falling back to the local cache), a `CacheClient` is used as is,
+    # None is the local cache alone. The CLI and torch.compile entry resolve KILN_CACHE.
+    tuning_cache: Any = None
+    use_tuned: bool = True
 
     @staticmethod
     def from_mapping(options: dict | None) -> CompileOptions:

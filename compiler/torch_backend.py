@@ -12,6 +12,7 @@ is how a caller or a test sees which ops fell back to eager.
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -26,6 +27,9 @@ def kiln_backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], option
     from compiler.driver import compile_fx
     from compiler.options import CompileOptions
 
+    options = dict(options or {})
+    if "tuning_cache" not in options:  # the one place torch.compile reads the environment
+        options["tuning_cache"] = os.environ.get("KILN_CACHE") or None
     opts = CompileOptions.from_mapping(options)
     try:
         compiled = compile_fx(gm, example_inputs, opts)

@@ -38,6 +38,7 @@ BUILTIN_PASS_MODULES = (
     "passes.fold_constants",
     "passes.fusion",
     "passes.quantization",
+    "passes.reuse_factor",
 )
 
 # xDSL passes Kiln pipelines may name, loaded on first use.

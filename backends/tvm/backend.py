@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
@@ -23,7 +24,9 @@ from ir.program import Program
 from ir.text import print_module
 
 # Bumped whenever the lowering or schedules change what code a given IR produces.
-CODEGEN_VERSION = "1"
+# 2: single-op TIR groups are wrapped as `kiln_group_<id>`; tuned schedule options.
+# 3: fast-math legalizations (softmax, gelu, ...) in the fused path too.
+CODEGEN_VERSION = "3"
 
 
 @dataclass
@@ -36,6 +39,8 @@ class TVMKernel:
     cache_hit: bool
     artifacts: dict[str, Path] = field(default_factory=dict)
     reference_ops: list[str] = field(default_factory=list)
+    tuned: dict[str, dict] = field(default_factory=dict)  # kernel name -> non-default config
+    tuning_hits: int = 0  # TIR kernels that found a tuned record (default or not)
 
     def __call__(self, *args: torch.Tensor) -> list[torch.Tensor]:
         # With torch tensors in, tvm-ffi hands torch tensors back (DLPack in C, no copy).
@@ -53,20 +58,31 @@ class TVMBackend:
 
         return kiln_pipeline()
 
+    def knobs(self) -> dict[str, tuple[int, ...]]:
+        """The knobs of a TIR kernel and their valid values (`knobs.py`)."""
+        from backends.tvm.knobs import knob_values
+
+        return knob_values(2)
+
     def build(self, program: Program, options: BuildOptions) -> TVMKernel:
         import tvm
         from tvm import relax
 
         from backends.tvm import library
         from backends.tvm.compile import build_executable
+        from backends.tvm.knobs import schedule_options
         from backends.tvm.lower import lower_program
         from backends.tvm.reference import register_reference
         from backends.tvm.target import ThreadConfig, configure_threads, cpu_target
 
-        configure_threads(ThreadConfig(num_threads=options.num_threads or 2))
+        threads = options.num_threads or 2
+        configure_threads(ThreadConfig(num_threads=threads))
         library.register_library()
         target = cpu_target()
+        tuned, hits = tuned_configs(program, options, str(target), threads)
         ir_text = key_text(program.module)
+        if tuned:
+            ir_text += "\0tuned:" + json.dumps(tuned, sort_keys=True)
         key = artifact_key(ir_text, str(target))
         lowered = lower_program(program)
         for op in program.kiln_ops():  # re-register reference kernels a cached artifact calls
@@ -79,7 +95,10 @@ class TVMBackend:
             executable = tvm.runtime.load_module(str(path))
             num_kernels = int(json.loads(meta.read_text())["num_kernels"])
         else:
-            executable, num_kernels = build_executable(lowered.module, target, lowered.grouped)
+            schedules = {name: schedule_options(c, threads) for name, c in tuned.items()}
+            executable, num_kernels = build_executable(
+                lowered.module, target, lowered.grouped, schedules
+            )
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(f".{os.getpid()}.tmp.so")
@@ -95,7 +114,43 @@ class TVMBackend:
             artifacts["relax"].write_text(lowered.module.script())
         vm = relax.VirtualMachine(executable, tvm.cpu())
         params = [t.detach().contiguous() for t in lowered.bind(program.params)]
-        return TVMKernel(vm["main"], params, num_kernels, hit, artifacts, lowered.reference_ops)
+        return TVMKernel(
+            vm["main"], params, num_kernels, hit, artifacts, lowered.reference_ops, tuned, hits
+        )
+
+
+def tuned_configs(
+    program: Program, options: BuildOptions, target: str, threads: int
+) -> tuple[dict[str, dict], int]:
+    """Tuned knobs by kernel name, from `options.kernel_configs` (no measurement here),
+    and how many TIR kernels found a record.
+
+    Each TIR kernel is looked up under its functional key. Only configs that differ from
+    the defaults are returned, so a model whose records all say "the defaults are best"
+    builds (and caches) the same artifact as an untuned one. A record this build cannot
+    use (a knob table that changed, more threads than this build has) is ignored with a
+    warning, never fatal.
+    """
+    if options.kernel_configs is None:
+        return {}, 0
+    from backends.tvm.knobs import KnobError, canonical, default_config, kernel_key_of, tir_kernels
+
+    default = default_config(threads)
+    out: dict[str, dict] = {}
+    hits = 0
+    for site in tir_kernels(program):
+        config = options.kernel_configs.config_for(kernel_key_of(site, program, target), target)
+        if config is None:
+            continue
+        hits += 1
+        try:
+            config = canonical(config, threads)
+        except KnobError as err:
+            warnings.warn(f"kiln: ignoring the tuned config of {site.name}: {err}", RuntimeWarning, stacklevel=2)
+            continue
+        if config != default:
+            out[site.name] = config
+    return out, hits
 
 
 def key_text(module) -> str:

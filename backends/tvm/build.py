@@ -1,7 +1,7 @@
 """Build a Relax IRModule for the host CPU with Kiln's pipeline, cache it, and run it.
 
 ``tvm.compile``'s default pipeline legalizes and fuses but leaves every PrimFunc
-unscheduled; here Kiln owns the Relax pipeline (``kiln_pipeline``): its own fast-math
+unscheduled; here Kiln owns the Relax pipeline (``relax_pipeline``): its own fast-math
 legalizations, fusion (Relax's ``FuseOps``/``FuseTIR`` as a stop-gap until Kiln's fusion
 decisions arrive from the IR), its CPU schedules on every PrimFunc, then Relax's standard
 lowering to the VM. Contractions arrive already as ``call_dps_packed`` calls to the
@@ -31,7 +31,7 @@ from .target import cpu_target
 
 
 @dataclass(frozen=True)
-class BuildOptions:
+class RelaxBuildOptions:
     """What ``build`` does; ``target=None`` means the host CPU with fast math."""
 
     target: Target | None = None
@@ -44,9 +44,9 @@ class BuildOptions:
         return self.target if self.target is not None else cpu_target(fast_math=self.fast_math)
 
 
-def kiln_pipeline(options: BuildOptions | None = None) -> tvm.transform.Pass:
+def relax_pipeline(options: RelaxBuildOptions | None = None) -> tvm.transform.Pass:
     """The Relax pipeline Kiln runs before VM codegen, as one module pass."""
-    options = options or BuildOptions()
+    options = options or RelaxBuildOptions()
     target = options.resolved_target()
     legalize_map = fast_math_legalizations() if options.fast_math else None
 
@@ -74,10 +74,10 @@ def kiln_pipeline(options: BuildOptions | None = None) -> tvm.transform.Pass:
     return pipeline
 
 
-def build(mod: tvm.IRModule, options: BuildOptions | None = None) -> tvm.runtime.Executable:
+def build(mod: tvm.IRModule, options: RelaxBuildOptions | None = None) -> tvm.runtime.Executable:
     """Compile ``mod`` (Relax functions calling ops and ``kiln.*`` library functions)."""
-    options = options or BuildOptions()
-    return tvm.compile(mod, options.resolved_target(), relax_pipeline=kiln_pipeline(options))
+    options = options or RelaxBuildOptions()
+    return tvm.compile(mod, options.resolved_target(), relax_pipeline=relax_pipeline(options))
 
 
 def save(executable: tvm.runtime.Executable, path: str | os.PathLike) -> Path:
@@ -101,7 +101,7 @@ def load(path: str | os.PathLike) -> tvm.runtime.Module:
 
 
 def build_cached(
-    mod: tvm.IRModule, path: str | os.PathLike, options: BuildOptions | None = None
+    mod: tvm.IRModule, path: str | os.PathLike, options: RelaxBuildOptions | None = None
 ) -> tvm.runtime.Module | tvm.runtime.Executable:
     """Load ``path`` if it exists, else build ``mod`` and save it there.
 

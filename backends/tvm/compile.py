@@ -1,18 +1,26 @@
 """From a lowered Relax module to a VM executable: legalize, fuse, schedule, compile.
 
-Until Kiln's own fusion pass decides groups (issue: fusion by ILP), Relax's FuseOps
-groups injective and reduction ops; every fused PrimFunc is then scheduled by
-`schedule.py` before codegen, since TVM's default pipeline leaves CPU loops serial and
-scalar.
+With Kiln's fusion decisions, FuseTIR merges exactly the `fuse` pass's groups; without
+them Relax's FuseOps groups injective and reduction ops (the TVM baseline). Every fused
+PrimFunc is then scheduled by `schedule.py` before codegen, since TVM's default pipeline
+leaves CPU loops serial and scalar.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 import tvm
 from tvm import relax, tirx
 from tvm.target import Target
 
-from backends.tvm.schedule import SCHEDULE_ATTR, schedule_module
+from backends.tvm.legalize import fast_math_legalizations
+from backends.tvm.schedule import (
+    SCHEDULE_ATTR,
+    ScheduleOptions,
+    schedule_module,
+    schedule_prim_func,
+)
 
 
 def has_kiln_groups(module: tvm.IRModule) -> bool:
@@ -26,7 +34,9 @@ def fuse(module: tvm.IRModule, target: Target, kiln_groups: bool | None = None) 
     Relax's FuseOps decides (TVM's default behaviour, kept as a baseline to compare with).
     """
     kiln_groups = has_kiln_groups(module) if kiln_groups is None else kiln_groups
-    passes = [relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern()]
+    # Kiln's legalizations for softmax, gelu and friends: TVM's defaults are 5-100x slower
+    legalize = relax.transform.LegalizeOps(customize_legalize_map=fast_math_legalizations())
+    passes = [legalize, relax.transform.AnnotateTIROpPattern()]
     if not kiln_groups:
         passes.append(relax.transform.FuseOps())
     passes += [relax.transform.FuseTIR(), relax.transform.DeadCodeElimination()]
@@ -35,16 +45,26 @@ def fuse(module: tvm.IRModule, target: Target, kiln_groups: bool | None = None) 
         return seq(module)
 
 
-def build_executable(module: tvm.IRModule, target: Target, kiln_groups: bool | None = None) -> tuple[object, int]:
+def build_executable(
+    module: tvm.IRModule,
+    target: Target,
+    kiln_groups: bool | None = None,
+    schedules: Mapping[str, ScheduleOptions] | None = None,
+) -> tuple[object, int]:
     """Compile with Kiln's schedules; a schedule that breaks codegen is dropped, not fatal.
 
-    When the whole module fails to build, each scheduled PrimFunc is built on its own and
-    the ones that fail fall back to their unscheduled (legalized) form, so a schedule bug
-    costs speed, never a build.
+    `schedules` gives tuned options by PrimFunc name (`kiln_group_<id>`); the others get
+    the default options. When the whole module fails to build, each scheduled PrimFunc is
+    built on its own and the ones that fail fall back to their unscheduled (legalized)
+    form, so a schedule bug costs speed, never a build.
     """
     fused = fuse(module, target, kiln_groups)
     kernels = kernel_count(fused)
     unscheduled = dict(fused.functions_items())  # schedule_module updates the module in place
+    for gvar, func in unscheduled.items():
+        options = (schedules or {}).get(gvar.name_hint)
+        if options is not None and isinstance(func, tirx.PrimFunc):
+            fused[gvar] = schedule_prim_func(func, target, options)[0]
     scheduled = schedule_module(fused, target)
     try:
         return tvm.compile(scheduled, target=target), kernels

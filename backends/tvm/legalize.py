@@ -50,7 +50,8 @@ def _gelu(x: te.Tensor) -> te.Tensor:
 def _gelu_tanh(x: te.Tensor) -> te.Tensor:
     c = (2.0 / 3.141592653589793) ** 0.5
     inner = te.compute(
-        x.shape, lambda *i: _const(c) * (x(*i) + _const(0.044715) * x(*i) * x(*i) * x(*i)),
+        x.shape,
+        lambda *i: _const(c) * (x(*i) + _const(0.044715) * x(*i) * x(*i) * x(*i)),
         name="gelu_inner",
     )
     t = topi.fast_tanh(inner)

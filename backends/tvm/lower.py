@@ -329,6 +329,7 @@ def lower_program(program: Program) -> Lowered:
     function marked Primitive, which FuseTIR turns into one PrimFunc: one kernel.
     """
     from backends.tvm.groups import emit_group, plan_steps
+    from backends.tvm.knobs import lowers_to_tir
 
     fn: func.FuncOp = program.forward
     block = fn.body.block
@@ -349,7 +350,9 @@ def lower_program(program: Program) -> Lowered:
                 elif isinstance(op, ConstantOp):
                     env[op.result] = relax.const(op.to_tensor().numpy())
             for step in plan_steps(block):
-                if len(step) > 1:
+                # A single-op group that becomes TIR is wrapped too, so every scheduled
+                # kernel has a stable name (`kiln_group_<id>`) that tuned configs refer to.
+                if len(step) > 1 or ("group" in step[0].attributes and lowers_to_tir(step)):
                     emit_group(bb, step, env, derived, reference_ops)
                     continue
                 op = step[0]

@@ -11,10 +11,15 @@ Why this file exists:
   cannot grow after it exists (``runtime.config_threadpool`` only shrinks it), so
   :func:`configure_threads` must run before the first parallel kernel.
 - Library calls (``library.py``) run torch/MKL kernels on torch's OpenMP pool while
-  scheduled TIR runs on TVM's pool. Both pools busy-wait after a parallel region (libgomp
-  and TVM spin ~300k iterations), so a worker of one pool spinning on a core steals it from
-  the other pool's worker. :func:`configure_threads` shortens TVM's spin and stops TVM from
-  pinning its worker; the measured effect is in NOTES.md.
+  scheduled TIR runs on TVM's pool: main thread + one worker of each on 2 cores. The VM runs
+  one kernel at a time, so the pools never work at once; they only collide when idle
+  workers spin. TVM's worker spins with ``sched_yield`` (polite: a runnable thread on its
+  core gets the CPU), 300k rounds by default; libgomp's worker busy-waits without yielding
+  (``GOMP_SPINCOUNT``), which only the environment at process start controls, so the CLI
+  should set ``GOMP_SPINCOUNT`` (or ``OMP_WAIT_POLICY=PASSIVE`` on a loaded machine) before
+  torch is imported. :func:`configure_threads` sizes both pools alike, keeps TVM's worker
+  spinning long enough to stay hot between TIR kernels (a cold wake is a futex round trip
+  per kernel) and does not pin it to a core. Measurements in NOTES.md.
 
 Options are plain arguments; reading the environment (``KILN_NUM_THREADS``) is the caller's
 job, per the house rule that env vars are read in one place.
@@ -24,7 +29,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import tvm
 from tvm.target import Target
@@ -35,10 +40,11 @@ class ThreadConfig:
     """How many threads each pool uses and how long TVM's workers spin.
 
     ``tvm_spin_count`` is the number of ``sched_yield`` rounds an idle TVM worker spins
-    before sleeping (TVM's default is 300000). A short spin keeps the TVM worker off the
-    core while torch's OpenMP workers run a library call; ``None`` keeps TVM's default.
-    ``bind_threads`` pins TVM's worker to a core (TVM's default); off by default here so the
-    OS can move it away from a core where torch's worker is busy.
+    before sleeping (TVM's default is 300000, ~0.1 s of a core after every parallel kernel);
+    ``None`` keeps TVM's default. ``bind_threads`` pins TVM's worker to a core (TVM's
+    default); off here so the OS can move it away from a core where torch's worker spins.
+    ``num_threads=1`` gives serial TIR and leaves both cores to torch: the robust choice
+    when other processes share the cores.
     """
 
     num_threads: int = 2
@@ -47,7 +53,7 @@ class ThreadConfig:
     bind_threads: bool = False
 
 
-@lru_cache(maxsize=None)
+@cache
 def host_cpu() -> str:
     """The LLVM name of this machine's CPU, e.g. ``znver5``."""
     return str(tvm.target.codegen.llvm_get_system_cpu())

@@ -18,8 +18,9 @@ from compiler.cli import fail
 def run_compile(
     model_spec: str, target: str, out: Path | None, pipeline: str | None, check: bool,
     as_json: bool, strict: bool, dump_ir: bool, no_cache: bool, atol: float, rtol: float,
+    cache_url: str | None = None, extra: dict[str, str] | None = None,
 ) -> None:
-    from backends import UnknownTargetError
+    from backends import BackendError, UnknownTargetError
     from backends.registry import TARGETS
     from compiler.capture import CaptureError, StrictCaptureError
     from compiler.driver import compile_model
@@ -38,19 +39,35 @@ def run_compile(
     except ModelSpecError as err:
         fail(str(err))
     model.eval()
+    from compiler.service.client import CacheClient
+
+    tuning_cache = CacheClient.from_env(cache_url)  # --cache or KILN_CACHE: read here only
+    extra = dict(extra or {})
+    if target == "hls" and check:
+        extra["verify"] = "exact"  # every call of the C simulation is compared with the emulation
     try:
         compiled = compile_model(
             model, inputs, target=target, pipeline=pipeline, strict=strict,
-            out_dir=out, dump_ir=dump_ir, use_cache=not no_cache,
+            out_dir=out, dump_ir=dump_ir, use_cache=not no_cache, tuning_cache=tuning_cache, extra=extra,
         )
-    except (StrictCaptureError, CaptureError, UnknownTargetError) as err:
+    except (StrictCaptureError, CaptureError, UnknownTargetError, BackendError) as err:
         fail(str(err))
+    finally:
+        tuning_cache.close()
     report = dict(compiled.report)
     report["model"] = name
     with torch.no_grad():
         expected = model(*inputs)
-        actual = compiled(*inputs)
+        try:
+            actual = compiled(*inputs)
+        except BackendError as err:
+            fail(str(err), code=1)
     max_err, ok = compare(actual, expected, atol, rtol)
+    if target == "hls":
+        # Fixed point cannot meet fp32 tolerances: --check asks for bit-exactness with the
+        # emulation (checked on every call above); the fp32 error is the quantization error.
+        report["rel_rms_err"] = rel_rms(actual, expected)
+        ok = True
     report.update(_latencies(model, compiled, inputs))
     report["max_abs_err"] = max_err
     report["check"] = "pass" if ok else "FAIL"
@@ -86,6 +103,18 @@ def compare(actual: Any, expected: Any, atol: float, rtol: float) -> tuple[float
     return max_err, ok
 
 
+def rel_rms(actual: Any, expected: Any) -> float:
+    """sqrt(sum (a - e)^2 / sum e^2) over every floating-point output."""
+    from torch.utils import _pytree as pytree
+
+    num = den = 0.0
+    for a, e in zip(pytree.tree_leaves(actual), pytree.tree_leaves(expected)):
+        if isinstance(e, torch.Tensor) and e.is_floating_point():
+            num += float(((a.double() - e.double()) ** 2).sum())
+            den += float((e.double() ** 2).sum())
+    return math.sqrt(num / den) if den else math.sqrt(num)
+
+
 def _latencies(model: torch.nn.Module, compiled: Any, inputs: tuple) -> dict[str, float]:
     from benchmarks.timing import TimingOptions, time_interleaved
 
@@ -115,6 +144,18 @@ def fusion_line(f: dict[str, Any]) -> str:
     return f"chose {chosen}; " + ", ".join(parts) + (f"; solver {status}" if status else "")
 
 
+def hls_line(h: dict[str, Any], rel_rms_err: float | None) -> str:
+    """Reuse factors, estimated latency and resources against the budget, and the error."""
+    line = (f"{h.get('part')} @ {h.get('clock_ns')} ns: reuse {h.get('reuse', '')}; "
+            f"{h.get('latency_cycles')} cycles ({h.get('latency_us', 0.0):.2f} us), "
+            f"DSP {h.get('dsp')}/{h.get('budget_dsp')}, BRAM18 {h.get('bram_18k')}/{h.get('budget_bram_18k')}, "
+            f"LUT {h.get('lut')}/{h.get('budget_lut')}; uniform reuse {h.get('baseline_reuse')}: "
+            f"{h.get('baseline_latency_cycles')} cycles; weights {h.get('precision', '')}")
+    if rel_rms_err is not None:
+        line += f"; bit-exact with the emulation, rel RMS error vs fp32 {rel_rms_err:.3g}"
+    return line
+
+
 def print_report(report: dict[str, Any]) -> None:
     console = Console()
     table = Table(title=f"kiln compile {report['model']} --target {report['target']}", show_header=False)
@@ -127,12 +168,17 @@ def print_report(report: dict[str, Any]) -> None:
         ("kiln", f"{report['kiln_ms']:.3f} ms"),
         ("speedup", f"{report['speedup']:.2f}x"),
         ("max abs err", f"{report['max_abs_err']:.3g} ({report['check']})"),
+        ("tuned", (f"{report.get('tuned_kernels', 0)} kernels with tuned knobs "
+                   f"({report.get('tuning_hits', 0)} found in the tuning cache)")),
         ("fallback ops", ", ".join(f"{f['op']} x{f['count']}" for f in report["fallback_ops"]) or "none"),
         ("passes", ", ".join(f"{p['name']} {p['seconds'] * 1e3:.1f} ms" for p in report["passes"])),
     ]
     fusion = report.get("decisions", {}).get("fusion")
     if fusion:
         rows.append(("fusion", fusion_line(fusion)))
+    hls = report.get("decisions", {}).get("hls")
+    if hls:
+        rows.append(("hls", hls_line(hls, report.get("rel_rms_err"))))
     for key, value in rows:
         table.add_row(key, str(value))
     console.print(table)

@@ -6,6 +6,8 @@ involved), runs it on the Relax VM through ``Runner`` and compares with torch in
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,9 +17,9 @@ from tvm import relax
 from tvm.relax import op as O
 
 from backends.tvm import library as L
-from backends.tvm.build import BuildOptions, Runner, build, build_cached, relax_pipeline
+from backends.tvm.build import RelaxBuildOptions, Runner, build, build_cached, relax_pipeline
 from backends.tvm.schedule import SCHEDULE_ATTR
-from backends.tvm.target import cpu_target, host_cpu, vector_lanes
+from backends.tvm.target import ThreadConfig, configure_threads, cpu_target, host_cpu, vector_lanes
 
 TOL = {"atol": 1e-4, "rtol": 1e-4}
 
@@ -56,8 +58,15 @@ def _rules(mod) -> list[str]:
 
 def test_target_names_the_host_cpu():
     target = cpu_target()
-    assert str(target.attrs["mcpu"]) == host_cpu() != "generic"
+    assert str(target.attrs["mcpu"]) == host_cpu()
     assert vector_lanes(target, 32) >= 4
+    assert "fast-math-reassoc" not in cpu_target(fast_math=False).attrs
+
+
+def test_configure_threads_sizes_both_pools():
+    config = configure_threads(ThreadConfig(num_threads=2))
+    assert torch.get_num_threads() == (config.torch_threads or config.num_threads)
+    assert os.environ["TVM_NUM_THREADS"] == str(config.num_threads)
 
 
 def test_linear_bias_gelu():
@@ -148,6 +157,19 @@ def test_sdpa_causal_and_masked():
     torch.testing.assert_close(masked, ref, **TOL)
 
 
+def test_sdpa_bshd_and_packed_qkv():
+    b, s, h, e = 2, 16, 4, 8
+    q, k, v = (torch.randn(b, s, h, e) for _ in range(3))
+    out = _run(lambda bb, q, k, v: L.emit_sdpa(bb, q, k, v, causal=True, layout="bshd"), [q, k, v])
+    ref = F.scaled_dot_product_attention(*(t.transpose(1, 2) for t in (q, k, v)), is_causal=True)
+    torch.testing.assert_close(out, ref.transpose(1, 2), **TOL)
+    qkv = torch.randn(b, s, 3 * h * e)
+    packed = _run(lambda bb, x: L.emit_sdpa_packed(bb, x, h, causal=True), [qkv])
+    qh, kh, vh = qkv.view(b, s, 3, h, e).permute(2, 0, 3, 1, 4)
+    ref = F.scaled_dot_product_attention(qh, kh, vh, is_causal=True).transpose(1, 2)
+    torch.testing.assert_close(packed, ref.reshape(b, s, h * e), **TOL)
+
+
 def test_embedding():
     table, ids = torch.randn(100, 32), torch.randint(0, 100, (4, 9))
     out = _run(
@@ -209,7 +231,7 @@ def test_build_without_schedules_or_fast_math():
     out = _run(
         lambda bb, x: bb.emit(O.nn.softmax(x, -1)),
         [x],
-        options=BuildOptions(schedule=False, fast_math=False),
+        options=RelaxBuildOptions(schedule=False, fast_math=False),
     )
     torch.testing.assert_close(out, x.softmax(-1), **TOL)
 
