@@ -48,7 +48,7 @@ def main_callback(
 @app.command()
 def compile(  # noqa: A001 - the command is called compile
     model: str = typer.Argument(..., help="path/to/file.py:factory; factory() returns (model, example_inputs)"),
-    target: str = typer.Option("tvm", "--target", "-t", help="Backend: tvm or eager."),
+    target: str = typer.Option("tvm", "--target", "-t", help="Backend: tvm, triton, hls or eager."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write IR (.mlir) and build artifacts here."),
     pipeline: Optional[str] = typer.Option(None, "--pipeline", "-p", help="Pass pipeline (default: the target's)."),
     check: bool = typer.Option(False, "--check", help="Compare with eager PyTorch; exit 1 on mismatch."),

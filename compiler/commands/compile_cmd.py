@@ -26,6 +26,9 @@ def run_compile(
     from compiler.driver import compile_model
     from compiler.model_loader import ModelSpecError, load_model
     from passes import PipelineError, parse_pipeline
+    from passes.fusion import FusionOptionError
+    from passes.quant_solver import QuantizationError
+    from passes.reuse_factor import ReuseFactorError
 
     if target not in TARGETS:
         fail(f"unknown target {target!r}; known targets: {', '.join(sorted(TARGETS))}")
@@ -52,6 +55,8 @@ def run_compile(
         )
     except (StrictCaptureError, CaptureError, UnknownTargetError, BackendError) as err:
         fail(str(err))
+    except (FusionOptionError, QuantizationError, ReuseFactorError, PipelineError) as err:
+        fail(str(err))  # a pass refused its options or budget: the message says which and why
     finally:
         tuning_cache.close()
     report = dict(compiled.report)

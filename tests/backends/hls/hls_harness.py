@@ -26,7 +26,7 @@ from compiler.capture.convert import users_outside
 from compiler.capture.partition import IGNORED
 from examples import zoo
 from ir.program import Program
-from passes import run_pipeline
+from passes import DEFAULT_PIPELINE, run_pipeline
 
 NEEDS_TOOLS = pytest.mark.skipif(
     shutil.which("g++") is None or importlib.util.find_spec("hls4ml") is None,
@@ -43,6 +43,11 @@ def capture(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> Program
     parts = plan.partitions()
     assert len(parts) == 1 and not plan.failures, plan.failures
     return convert_nodes(parts[0], plan.consts, users_outside(parts[0], IGNORED)).program
+
+
+# hls4ml's setup: uniform ap_fixed<16,6>, no calibration (the backend's default pipeline
+# calibrates 16-bit types per tensor instead, see HLSBackend.pipeline)
+UNIFORM_PIPELINE = f"{DEFAULT_PIPELINE},hls-reuse"
 
 
 def program_of(name: str, pipeline: str | None = None) -> tuple[torch.nn.Module, tuple, Program]:

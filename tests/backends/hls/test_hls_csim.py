@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 import torch
-from hls_harness import MODELS, NEEDS_TOOLS, built, program_of, rel_rms
+from hls_harness import MODELS, NEEDS_TOOLS, UNIFORM_PIPELINE, built, program_of, rel_rms
 
 from backends.hls import emulate
 from backends.hls.config import HLSConfig
@@ -75,7 +75,7 @@ def test_a_second_build_loads_the_cached_library() -> None:
 
 
 def test_every_build_reports_the_testbench_bit_exact() -> None:
-    _, _, _, kernel = built("cnn")
+    _, _, _, kernel = built("cnn", UNIFORM_PIPELINE)
     assert kernel.report["tb_bit_exact"] == 1
     assert "folded into kiln.conv2d" in kernel.report["notes"]  # batch norm folded, as hls4ml does
 
@@ -98,3 +98,12 @@ def test_verify_exact_checks_every_call() -> None:
     kernel(*inputs)
     kernel(*inputs)
     assert kernel.verified_calls == 3  # the build's testbench check, then both calls
+
+
+def test_the_default_calibrated_types_beat_hls4mls_uniform_default_on_mlp() -> None:
+    model, inputs, _, calibrated = built("mlp")
+    _, _, _, uniform = built("mlp", UNIFORM_PIPELINE)
+    want = _outputs(model, inputs)[0]
+    err_calibrated = rel_rms(calibrated(*inputs)[0], want)
+    err_uniform = rel_rms(uniform(*inputs)[0], want)
+    assert err_calibrated < 0.05 and err_calibrated < err_uniform / 5, (err_calibrated, err_uniform)

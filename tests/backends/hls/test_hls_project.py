@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from hls_harness import NEEDS_TOOLS, built, filecheck
+from hls_harness import NEEDS_TOOLS, UNIFORM_PIPELINE, built, filecheck
 
 from ir.attrs import from_attr
 from ir.quant import get_format
@@ -59,7 +59,7 @@ def test_weights_have_the_quantization_decisions_types_and_layers_their_pragmas(
 
 
 def test_the_top_function_has_interfaces_and_calls_every_layer_in_order() -> None:
-    _, _, _, kernel = built("cnn")
+    _, _, _, kernel = built("cnn", UNIFORM_PIPELINE)
     calls = [f"// CHECK: {layer.name}(" for layer in kernel.graph.layers]
     filecheck(_read(kernel, "firmware/kiln_top.cpp"), "\n".join([
         "// CHECK: void kiln_top(const in0_t in0[3072], l11_out_t out0[10]) {",
