@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         for granularity in ("model", "name"):
             rows.append(run_hls4ml(model, x_eval, granularity, work))
-        runs = [("uniform fixed<16,6> (default)", None)]
+        runs = [("uniform fixed<16,6> (hls4ml's types, no calibration)", None)]
         for mode in ("weight-only", "weight-activation"):
             for bits in (16, 12, 10, 8, 7, 6):
                 budget = numel * bits // 8
