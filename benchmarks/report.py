@@ -109,6 +109,8 @@ def prepare_cell(results: Results, model: str, system: str) -> str:
         # The latency table and the notes carry the message; here a word is enough.
         return "-" if row is None or row.status == OK else row.status.split(":")[0]
     text = f"{row.prepare_s:.2f} s"
+    if "compile_cold_s" in row.info and "compile_warm_s" in row.info:  # Kiln: both compiles
+        text = f"{row.info['compile_cold_s']:.2f} s cold, {row.info['compile_warm_s']:.2f} s warm"
     if row.max_abs_err is not None:
         text += f" / {row.max_abs_err:.1e}"
         if row.matches is False:
@@ -173,7 +175,8 @@ def to_markdown(results: Results) -> str:
     lines += _md_table(_latency_columns(results), latency_rows(results))
     lines += [
         "",
-        "Prepare time (compile / export, first call included) / max abs error vs eager.",
+        "Prepare time (compile / export, first call included; Kiln: a cold compile without its "
+        "artifact cache and a warm one from it) / max abs error vs eager.",
         "",
     ]
     lines += _md_table(["model", *results.systems], prepare_rows(results))
