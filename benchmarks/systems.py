@@ -16,7 +16,7 @@ import logging
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -183,6 +183,7 @@ class KilnSystem(System):
     name = "kiln"
     # The pass pipeline; None is the target's own (with Kiln's `fuse`).
     PIPELINE: str | None = None
+    EXTRA: ClassVar[dict[str, str]] = {}  # backend options (`BuildOptions.extra`)
 
     def __init__(self, target: str = "tvm") -> None:
         super().__init__()
@@ -197,7 +198,8 @@ class KilnSystem(System):
 
         def timed_compile(use_cache: bool) -> tuple[Any, float]:
             start = time.perf_counter()
-            compiled = compile_model(model, inputs, target=self.target, pipeline=self.PIPELINE, use_cache=use_cache)
+            compiled = compile_model(model, inputs, target=self.target, pipeline=self.PIPELINE, use_cache=use_cache,
+                                     extra=dict(self.EXTRA))
             return compiled, time.perf_counter() - start
 
         if self.target == "tvm":
@@ -230,9 +232,20 @@ class KilnTVMFusionSystem(KilnSystem):
     PIPELINE = "fold-constants,kiln-canonicalize,cse,dce"
 
 
+class KilnLibraryLinearSystem(KilnSystem):
+    """Kiln with every linear on the library path (torch's GEMM), none on the packed TIR
+    kernel (`backends/tvm/dense_packed.py`): the baseline that kernel is judged by."""
+
+    name = "kiln-library"
+    EXTRA: ClassVar[dict[str, str]] = {"dense": "library"}
+
+
 SYSTEMS: dict[str, type[System]] = {
     cls.name: cls
-    for cls in (EagerSystem, InductorSystem, OnnxRuntimeSystem, KilnSystem, KilnNoFusionSystem, KilnTVMFusionSystem)
+    for cls in (
+        EagerSystem, InductorSystem, OnnxRuntimeSystem, KilnSystem, KilnNoFusionSystem, KilnTVMFusionSystem,
+        KilnLibraryLinearSystem,
+    )
 }
 
 

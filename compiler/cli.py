@@ -7,7 +7,6 @@ Kiln's own bugs only.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Optional

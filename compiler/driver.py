@@ -112,6 +112,8 @@ def compile_graph(
                 "tuned_kernels": len(getattr(kernel, "tuned", {})),
                 "tuning_hits": getattr(kernel, "tuning_hits", 0),
                 "artifacts": {k: str(v) for k, v in kernel.artifacts.items()},
+                # quantized weight -> where the backend decodes it (fused into a matmul, ...)
+                "quant_paths": dict(getattr(kernel, "quant_paths", {})),
             })
             steps.append(Step(kernel, conversion.inputs, conversion.outputs))
         for node in eager_by_level.get(level, []):
@@ -137,6 +139,7 @@ def compile_graph(
         "tuned_kernels": sum(p["tuned_kernels"] for p in partitions_report),
         "decisions": partitions_report[0]["decisions"] if len(partitions_report) == 1 else {},
         "partitions": partitions_report,
+        "quant_paths": {w: path for p in partitions_report for w, path in p["quant_paths"].items()},
         "notes": graph.notes,
     }
     if build_opts.kernel_configs is not None:

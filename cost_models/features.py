@@ -6,7 +6,9 @@ reduction, transcendental, normalization and layout ops), sizes (the largest ite
 space, outputs, innermost extent and whether vector lanes divide it), FLOPs, bytes moved
 and the roofline estimate. A configuration adds its knob values and what they mean for
 this kernel under the CPU rules' logic: does the kernel go parallel (`work` at least
-`min_parallel_elems`), into how many chunks, and how much work each chunk gets. Trees
+`min_parallel_elems`), into how many chunks, and how much work each chunk gets; how wide
+its vector loop is and whether that divides the innermost extent (else a scalar tail);
+whether a tile divides it; loop order, parallel depth and unrolling as they are. Trees
 could learn those interactions from the raw values too, but with tens of kernels of
 training data, stating them is what lets a ranking carry over to kernels it never saw.
 
@@ -22,7 +24,12 @@ from typing import Any
 from xdsl.ir import Operation
 
 # Bump when a feature's definition changes: a saved model then refuses to load.
-FEATURES_VERSION = "1"
+# 2: the loop-structure knobs (vector lanes, tile, loop order, parallel depth, unroll).
+FEATURES_VERSION = "2"
+
+# The SIMD width of this machine class in 32-bit lanes (AVX-512), what `vector_lanes=0`
+# means; the TVM target reads it from LLVM (`target.vector_bits`).
+NATIVE_LANES = 16
 
 TRANSCENDENTAL = frozenset(
     f"kiln.{n}"
@@ -65,6 +72,15 @@ CONFIG_FEATURES: tuple[str, ...] = (
     "out_parallel_margin",
     "chunks",
     "log2_work_per_chunk",
+    "parallel_depth",
+    "vector_lanes",
+    "vector_native",
+    "lanes_divide_inner",
+    "lanes_cover_inner",
+    "tile",
+    "tile_divides_inner",
+    "loop_order",
+    "log2_auto_unroll",
 )
 FEATURE_NAMES: tuple[str, ...] = KERNEL_FEATURES + CONFIG_FEATURES
 
@@ -125,6 +141,11 @@ def config_features(kernel: Mapping[str, float], config: Mapping[str, Any]) -> d
     (iterations, as it did before); a body's node count is estimated from the op count.
     """
     threads = int(config.get("num_threads", 2))
+    lanes = int(config.get("vector_lanes", 0)) or NATIVE_LANES
+    bits = 8 * kernel.get("bytes_per_elem", 4) or 32
+    lanes = max(lanes * 32 // int(bits), 2)
+    inner = int(kernel.get("inner_extent", 1))
+    tile = int(config.get("tile", 0))
     chunks_per_thread = int(config.get("chunks_per_thread", 4))
     in_work_units = "min_parallel_work" in config
     if in_work_units:
@@ -148,6 +169,15 @@ def config_features(kernel: Mapping[str, float], config: Mapping[str, Any]) -> d
         "out_parallel_margin": kernel["log2_out_elems"] + scale - math.log2(threshold) if threads > 1 else -64.0,
         "chunks": chunks,
         "log2_work_per_chunk": kernel["log2_work"] - math.log2(chunks),
+        "parallel_depth": int(config.get("parallel_depth", 0)),
+        "vector_lanes": lanes,
+        "vector_native": float(not config.get("vector_lanes", 0)),
+        "lanes_divide_inner": float(inner % lanes == 0),
+        "lanes_cover_inner": float(inner <= lanes),
+        "tile": tile,
+        "tile_divides_inner": float(tile > 0 and inner % tile == 0 and inner > tile),
+        "loop_order": int(config.get("loop_order", 0)),
+        "log2_auto_unroll": math.log2(1 + int(config.get("auto_unroll", 0))),
     }
 
 

@@ -1,6 +1,6 @@
 """The one integer-programming helper every decision pass uses (HiGHS through highspy).
 
-A pass states binary/integer variables, linear constraints and a linear objective; the
+A pass states binary/integer (or continuous) variables, linear constraints and a linear objective; the
 helper solves under a time limit, deterministically (fixed seed, one thread), and returns
 status, objective, best bound and gap, so every report can say how good the answer is.
 A time-out with an incumbent returns it with status "time_limit"; without one, the pass
@@ -21,16 +21,24 @@ INF = highspy.kHighsInf
 
 @dataclass
 class IntegerProgram:
-    """minimize c.x subject to lo <= A x <= hi, variables integral in [lb, ub]."""
+    """minimize c.x subject to lo <= A x <= hi, variables in [lb, ub], integral unless marked.
+
+    Continuous variables let a pass state a max() of linear terms exactly (an epigraph:
+    t >= a, t >= b, minimize t), as the fusion pass does for a roofline time.
+    """
 
     costs: list[float] = field(default_factory=list)
     lower: list[float] = field(default_factory=list)
     upper: list[float] = field(default_factory=list)
     rows: list[tuple[dict[int, float], float, float]] = field(default_factory=list)
     names: list[str] = field(default_factory=list)
+    integer: list[bool] = field(default_factory=list)
 
-    def add_var(self, cost: float, lower: float = 0.0, upper: float = 1.0, name: str = "") -> int:
+    def add_var(
+        self, cost: float, lower: float = 0.0, upper: float = 1.0, name: str = "", integer: bool = True
+    ) -> int:
         self.costs.append(float(cost))
+        self.integer.append(integer)
         self.lower.append(float(lower))
         self.upper.append(float(upper))
         self.names.append(name or f"x{len(self.costs) - 1}")
@@ -61,14 +69,27 @@ class Solution:
         return [i for i, v in enumerate(self.values) if v > threshold]
 
 
-def solve(program: IntegerProgram, time_limit: float = 10.0, seed: int = 0) -> Solution:
-    """Solve with HiGHS; never raises for solver trouble (status says what happened)."""
+def solve(
+    program: IntegerProgram,
+    time_limit: float = 10.0,
+    seed: int = 0,
+    initial: Sequence[float] | None = None,
+    rel_gap: float | None = None,
+) -> Solution:
+    """Solve with HiGHS; never raises for solver trouble (status says what happened).
+
+    `initial`, a feasible value for every variable, is handed to HiGHS as the first
+    incumbent, so a time-out still returns something at least that good. `rel_gap` overrides
+    HiGHS's 1e-4 relative gap for "optimal", for passes whose objectives differ by less.
+    """
     start = time.perf_counter()
     h = highspy.Highs()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", float(time_limit))
     h.setOptionValue("random_seed", int(seed))
     h.setOptionValue("threads", 1)
+    if rel_gap is not None:
+        h.setOptionValue("mip_rel_gap", float(rel_gap))
     n = program.num_vars
     if n == 0:
         return Solution("optimal", 0.0, 0.0, 0.0, (), 0.0)
@@ -94,8 +115,14 @@ def solve(program: IntegerProgram, time_limit: float = 10.0, seed: int = 0) -> S
     lp.a_matrix_.start_ = np.array(starts + [len(index)], dtype=np.int32)
     lp.a_matrix_.index_ = np.array(index, dtype=np.int32)
     lp.a_matrix_.value_ = np.array(value, dtype=np.float64)
-    lp.integrality_ = [highspy.HighsVarType.kInteger] * n
+    kinds = highspy.HighsVarType
+    integer = program.integer + [True] * (n - len(program.integer))  # built without add_var: all integer
+    lp.integrality_ = [kinds.kInteger if i else kinds.kContinuous for i in integer]
     h.passModel(lp)
+    if initial is not None:
+        given = highspy.HighsSolution()
+        given.col_value = [float(v) for v in initial]
+        h.setSolution(given)
     h.run()
     status = h.getModelStatus()
     seconds = time.perf_counter() - start

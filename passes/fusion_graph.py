@@ -110,16 +110,20 @@ class FusionGraph:
         produced: set[int] = set()
         for i in members:
             produced |= self.writes[i]
-        read = set()
-        for i in members:
-            read |= self.reads[i]
-        read -= produced
         written = {
             v for v in produced
             if v in self.returned or not self.value_readers.get(v, frozenset()) <= members
         }
-        read_bytes = sum(self._read_bytes(v, members) for v in read)
-        return read_bytes + sum(self.value_bytes[v] for v in written)
+        return self.bytes_read(members) + sum(self.value_bytes[v] for v in written)
+
+    def bytes_read(self, members: set[int] | frozenset[int]) -> int:
+        """Bytes of the values the group reads from outside itself (its own results stay on chip)."""
+        read: set[int] = set()
+        for i in members:
+            read |= self.reads[i]
+        for i in members:
+            read -= self.writes[i]
+        return sum(self._read_bytes(v, set(members)) for v in read)
 
     def _read_bytes(self, v: int, members: set[int]) -> int:
         """An embedding table is read only at the gathered rows."""
@@ -133,10 +137,13 @@ class FusionGraph:
         return roofline_seconds(sum(self.flops[i] for i in members), self.bytes_moved(members), self.hw)
 
     # ---- structure --------------------------------------------------------------------
-    def is_convex(self, group: frozenset[int]) -> bool:
-        """No path leaves the group and re-enters it (so it can run as one kernel)."""
+    def is_convex(self, group: frozenset[int], sealed: frozenset[int] = frozenset()) -> bool:
+        """No path leaves the group and re-enters it (so it can run as one kernel).
+
+        Paths that start at a `sealed` op are ignored: a recomputed copy feeds only its own
+        group (its original, elsewhere, feeds the rest), so it opens no path out."""
         top = max(group)
-        frontier = [s for i in group for s in self.succs[i] if s not in group and s < top]
+        frontier = [s for i in group - sealed for s in self.succs[i] if s not in group and s < top]
         seen = set(frontier)
         while frontier:
             node = frontier.pop()

@@ -37,8 +37,15 @@ def fusible(graph: FusionGraph, i: int, rules: FusionRules) -> bool:
     return kind != "contraction" or rules.fuse_contractions
 
 
-def is_valid(graph: FusionGraph, group: frozenset[int], rules: FusionRules) -> bool:
-    """Can one kernel compute `group`? Singletons always can."""
+def is_valid(
+    graph: FusionGraph, group: frozenset[int], rules: FusionRules, relax: list[bool] | None = None
+) -> bool:
+    """Can one kernel compute `group`? Singletons always can.
+
+    With `relax` (ops that may be recomputed), an op of the group marked there that has a
+    reader inside the group may be a copy that feeds only the group: convexity is judged
+    without its edges out. Whether the copy really stays private is the solver's choice;
+    groups that then cannot be ordered are cut by `fusion_order.py`."""
     if len(group) == 1:
         return True
     if len(group) > rules.max_group or not all(fusible(graph, i, rules) for i in group):
@@ -52,7 +59,25 @@ def is_valid(graph: FusionGraph, group: frozenset[int], rules: FusionRules) -> b
         return False
     if contractions and not _is_epilogue(graph, contractions[0], group):
         return False
-    return graph.is_convex(group)
+    return graph.is_convex(group, sealed(graph, group, relax) if relax else frozenset())
+
+
+def sealed(graph: FusionGraph, group: frozenset[int], relax: list[bool]) -> frozenset[int]:
+    """The ops of `group` that may be private copies: recomputable, read inside it, and
+    cheaper to make here than to load, i.e. the inputs it adds to the group (those no other
+    member reads or makes) are smaller than its result: a broadcast, an expand, a slice, or
+    an op on what the group loads anyway. A looser test (say, up to twice the result, as
+    a copy can also spare its value's write) admits copies that only trade bytes, e.g. a
+    residual add recomputed in the next block, and the ILP stalls on the ties."""
+    out = []
+    for i in group:
+        if not (relax[i] and graph.succs[i] & group):
+            continue
+        loaded = set().union(*(graph.reads[j] | graph.writes[j] for j in group if j != i))
+        extra = sum(graph.value_bytes[v] for v in graph.reads[i] - loaded)
+        if extra < sum(graph.value_bytes[v] for v in graph.writes[i]):
+            out.append(i)
+    return frozenset(out)
 
 
 def _is_epilogue(graph: FusionGraph, anchor: int, group: frozenset[int]) -> bool:
@@ -67,9 +92,10 @@ def _is_epilogue(graph: FusionGraph, anchor: int, group: frozenset[int]) -> bool
 
 
 def enumerate_candidates(
-    graph: FusionGraph, rules: FusionRules, deadline: float | None = None
+    graph: FusionGraph, rules: FusionRules, deadline: float | None = None, relax: list[bool] | None = None
 ) -> list[frozenset[int]]:
-    """All valid groups: every singleton plus every valid connected set up to max_group.
+    """All valid groups: every singleton plus every valid connected set up to max_group
+    (`relax`: see `is_valid`).
 
     Raises `CandidateLimit` past `max_candidates` groups or past `deadline`
     (time.perf_counter()), so the caller can shrink the search and say so.
@@ -83,7 +109,7 @@ def enumerate_candidates(
         if deadline is not None and time.perf_counter() > deadline:
             raise CandidateLimit("candidate enumeration ran past the time limit")
         for group in _esu(graph, root, rules, adjacency):
-            if len(group) > 1 and is_valid(graph, group, rules):
+            if len(group) > 1 and is_valid(graph, group, rules, relax):
                 out.append(group)
                 if len(out) > rules.max_candidates:
                     raise CandidateLimit(f"more than {rules.max_candidates} candidate groups")

@@ -25,7 +25,8 @@ from backends.base import BuildOptions, Capabilities
 from ir.program import Program
 
 # Bumped whenever the templates change what code a given IR produces.
-CODEGEN_VERSION = "1"
+# 2: packed kiln.dequantize decoded in the matmul's K loop (dequant.py, dequant_fusion.py).
+CODEGEN_VERSION = "2"
 
 
 @dataclass
@@ -42,6 +43,7 @@ class TritonKernel:
     notes: list[str] = field(default_factory=list)  # fusion groups a template split, and why
     generated: object = None  # the GeneratedModule (source, kernel specs)
     device: str = "cpu"  # where kernels run: "cuda", or "cpu" under the interpreter
+    quant_paths: dict[str, str] = field(default_factory=dict)  # quantized weight -> where decoded
 
     def __call__(self, *args: torch.Tensor) -> list[torch.Tensor]:
         home = args[0].device if args else torch.device(self.device)
@@ -57,7 +59,11 @@ class TritonBackend:
     def capabilities(self) -> Capabilities:
         from backends.triton.groups import SUPPORTED, TEMPLATES
 
-        return Capabilities(ops=frozenset(SUPPORTED), fusible=frozenset(TEMPLATES))
+        # "dequantize-prologue": a matmul kernel decodes a packed weight in its K loop
+        # (dequant_fusion.py joins the dequantize to the matmul's group after `fuse`).
+        return Capabilities(
+            ops=frozenset(SUPPORTED), fusible=frozenset((*TEMPLATES, "dequantize-prologue"))
+        )
 
     def pipeline(self) -> str:
         from passes import DEFAULT_PIPELINE
@@ -114,6 +120,7 @@ class TritonBackend:
             generated.notes,
             generated,
             runtime.device,
+            generated.quant_paths,
         )
 
 

@@ -2,7 +2,10 @@
 
 For each fusion group (in dependency order) the template chosen by `groups.template_for`
 writes its kernel(s); a group a template refuses is split into single ops, and an op no
-template takes runs through its reference implementation. The host function `call`
+template takes runs through its reference implementation. Packed quantized weights join
+their matmul's group first (`dequant_fusion.py`), and where each one ended up (decoded in
+a matmul kernel, its own decode kernel, or the reference) is recorded per weight in
+`quant_paths` for the compile report. The host function `call`
 allocates every intermediate buffer with its static shape, launches the kernels in order
 with their knobs and grids, and returns the program's results. The module is plain text:
 the backend imports it, `--out` writes it, tests read it.
@@ -18,6 +21,8 @@ from xdsl.dialects import func
 from xdsl.ir import Operation, SSAValue
 
 from backends.triton.attention import emit_attention
+from backends.triton.dequant import weight_name
+from backends.triton.dequant_fusion import absorb_dequantize
 from backends.triton.emitter import Expr, TemplateMismatch, dtype_of, literal, shape_of
 from backends.triton.groups import Group, read_groups, split, template_for
 from backends.triton.kernel_spec import KernelSpec, TemplateContext
@@ -50,6 +55,7 @@ class GeneratedModule:
     bound: list[torch.Tensor]  # parameters and constants, in `call`'s order
     num_groups: int
     notes: list[str] = field(default_factory=list)  # groups split, and why
+    quant_paths: dict[str, str] = field(default_factory=dict)  # quantized weight -> where decoded
 
     @property
     def num_launches(self) -> int:
@@ -69,7 +75,7 @@ def generate(program: Program, interpret: bool, overrides: dict | None = None) -
             if isinstance(op, ConstantOp) and tensor.numel() == 1:
                 scalars[op.result] = literal(tensor.reshape(()).item(), tensor.dtype)
     ctx = TemplateContext(scalars, interpret, overrides or {})
-    groups = read_groups(fn)
+    groups = absorb_dequantize(read_groups(fn), fn)
     out = _Host(names)
     for group in groups:
         _emit_group(group, ctx, fn, out)
@@ -85,7 +91,9 @@ def generate(program: Program, interpret: bool, overrides: dict | None = None) -
     kernels = [k.source for k in out.kernels]
     host = out.host(fn.body.block.args, bound, [names[v] for v in ret.operands])
     source = "\n".join(header) + "\n\n" + "\n\n".join(kernels + [host])
-    return GeneratedModule(source, out.kernels, out.fallbacks, bound, len(groups), out.notes)
+    return GeneratedModule(
+        source, out.kernels, out.fallbacks, bound, len(groups), out.notes, out.quant_paths
+    )
 
 
 def _emit_group(group: Group, ctx: TemplateContext, fn: func.FuncOp, out: _Host) -> None:
@@ -103,7 +111,8 @@ def _emit_group(group: Group, ctx: TemplateContext, fn: func.FuncOp, out: _Host)
         out.notes.append(
             f"group {group.name} ({', '.join(op.name for op in group.ops)}) split: {reason}"
         )
-        for part in split(group, fn):
+        # A weight's dequantize stays with its matmul when the epilogue is split off.
+        for part in absorb_dequantize(split(group, fn), fn):
             _emit_group(part, ctx, fn, out)
         return
     out.fallback(group, group.ops[0], reason)
@@ -117,6 +126,7 @@ class _Host:
         self.kernels: list[KernelSpec] = []
         self.fallbacks: list[Fallback] = []
         self.notes: list[str] = []
+        self.quant_paths: dict[str, str] = {}
         self.body: list[str] = []
         self._buffers = 0
 
@@ -145,6 +155,9 @@ class _Host:
                 launch if all(spec.grid) else f"# {launch}  (empty grid: nothing to do)"
             )
             self.kernels.append(spec)
+        kind = "fused-matmul" if specs[0].family == "matmul" else "dequant-kernel"
+        for op in group.ops:
+            self._quant_path(op, f"{kind} {specs[0].name}, {op.opt('format')}")
 
     def fallback(self, group: Group, op: Operation, reason: str) -> None:
         operands = ", ".join(self.names[v] for v in op.operands)
@@ -156,6 +169,13 @@ class _Host:
             f"{', '.join(results)}, = fallbacks[{len(self.fallbacks)}]({operands})  # {op.name}"
         )
         self.fallbacks.append(Fallback(op, group.name, reason))
+        self._quant_path(op, f"reference, {op.opt('format')} ({reason})")
+
+    def _quant_path(self, op: Operation, path: str) -> None:
+        """Where a packed weight is decoded (a weight read by two matmuls lists both)."""
+        if op.name == "kiln.dequantize" and op.opt("shape") is not None:
+            name = weight_name(op)
+            self.quant_paths[name] = f"{self.quant_paths[name]}; {path}" if name in self.quant_paths else path
 
     def host(self, args, bound: list[torch.Tensor], returns: list[str]) -> str:
         lines = ["def call(args, bound, fallbacks):"]

@@ -7,6 +7,8 @@ fusion pass ran) gets one group per op.
 
 Template selection (`template_for`), the contract with the fusion pass:
 
+0. a packed `kiln.dequantize` read only as the weight of matmuls joins their groups
+   (`dequant_fusion.py`): the fuse pass keeps it alone, the matmul decodes it in-kernel;
 1. every op must be `supported` (see `SUPPORTED` and `supported`), otherwise the
    unsupported ops leave the group and run through their torch reference implementation
    (reported as fallback ops), and each connected, convex rest is tried as a group;
@@ -31,6 +33,7 @@ from xdsl.dialects.builtin import IntegerAttr
 from xdsl.ir import Operation, SSAValue
 
 from backends.base import BackendError
+from backends.triton.dequant import unsupported_reason
 from backends.triton.lowering import POINTWISE_OPS
 from ir import dtypes
 from ir.program import kiln_ops
@@ -77,6 +80,8 @@ def supported(op: Operation) -> bool:
         return False
     if op.name == "kiln.reduce":
         return op.opt("kind") in REDUCE_KINDS
+    if op.name == "kiln.dequantize":
+        return unsupported_reason(op) is None
     return True
 
 

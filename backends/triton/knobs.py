@@ -106,6 +106,18 @@ class AttentionKnobs(Knobs):
     FAMILY: ClassVar[str] = "attention"
 
 
+def check_group_block_k(knobs: MatmulKnobs, group: int, where: str = "") -> None:
+    """A matmul that dequantizes a group-wise weight in its K loop needs BLOCK_K to divide
+    the group (one scale per column per K block) or be a multiple of it (a few scales per
+    column, one per group). Otherwise K blocks would straddle groups unevenly. Per-channel
+    and per-tensor scales (group <= 0) constrain nothing."""
+    if group > 0 and knobs.BLOCK_K % group and group % knobs.BLOCK_K:
+        raise KnobError(
+            f"matmul knob BLOCK_K={knobs.BLOCK_K} neither divides nor is a multiple of the "
+            f"quantization group size {group}{f' of {where}' if where else ''}"
+        )
+
+
 FAMILIES: dict[str, type[Knobs]] = {
     "pointwise": PointwiseKnobs,
     "reduction": ReductionKnobs,

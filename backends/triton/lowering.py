@@ -2,8 +2,9 @@
 
 Elementwise ops are data: one format string per op over its (already cast) operands, so a
 new activation is one line in `UNARY`. Data-movement ops only rewrite the index (see
-`emitter.py`). Ops not in `RULES` cannot be inside a Triton kernel; their group is split
-and they run through the reference implementation.
+`emitter.py`). `kiln.dequantize` decodes packed codes at the index (`dequant.py`). Ops
+not in `RULES` cannot be inside a Triton kernel; their group is split and they run
+through the reference implementation.
 
 Math follows the interpreter-safe subset of `triton.language` (no libdevice: the CPU
 interpreter cannot call it): tanh is written through sigmoid, a general pow through
@@ -17,6 +18,7 @@ import math
 import torch
 from xdsl.ir import Operation
 
+from backends.triton.dequant import dequant_rule
 from backends.triton.emitter import (
     ZERO,
     Expr,
@@ -271,6 +273,7 @@ RULES: dict[str, PullRule] = {
     "kiln.slice": _slice,
     "kiln.concat": _concat,
     "kiln.embedding": _embedding,
+    "kiln.dequantize": dequant_rule,  # packed weights decoded where they are read (dequant.py)
 }
 POINTWISE_OPS = frozenset(RULES)
 MOVEMENT_OPS = frozenset(

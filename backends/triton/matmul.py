@@ -9,6 +9,10 @@ permute of an input) costs no extra pass; computed operands are zeroed outside t
 masks before the dot. The bias of a linear and every epilogue op are applied to the
 accumulator in registers, and the group's outputs are stored from the tile.
 
+A packed `kiln.dequantize` feeding the weight operand (`dequant_fusion.py`) is decoded
+tile by tile in the K loop from its bytes and scales (`dequant.py`); BLOCK_K must divide
+or be a multiple of its group size (`knobs.check_group_block_k`).
+
 Refused (the group is split): outputs of a shape other than the contraction's result,
 and an epilogue that reads the result at another index (a permute after the matmul).
 """
@@ -19,6 +23,7 @@ import math
 
 from xdsl.ir import Operation
 
+from backends.triton.dequant import KBlock, dequant_value, weight_name
 from backends.triton.emitter import (
     ZERO,
     Expr,
@@ -31,7 +36,9 @@ from backends.triton.emitter import (
 )
 from backends.triton.groups import MATMUL_OPS, Group
 from backends.triton.kernel_spec import BIG, KernelSpec, TemplateContext, cdiv, program_id
+from backends.triton.knobs import check_group_block_k
 from ir.ops.elementwise import broadcast_shapes
+from ir.quant import get_format
 
 
 def axis(name: str, size: int, row: bool) -> Expr:
@@ -89,6 +96,11 @@ def emit_matmul(group: Group, ctx: TemplateContext) -> list[KernelSpec]:
         batch = broadcast_shapes(a_shape[:-2], b_shape[:-2])
         m, k, n = a_shape[-2], a_shape[-1], b_shape[-1]
     knobs = ctx.knobs("matmul", {"M": m, "N": n, "K": k})
+    deq = group.defining().get(op.operands[1])
+    if deq is not None and deq.name != "kiln.dequantize":
+        deq = None
+    if deq is not None:
+        check_group_block_k(knobs, get_format(deq.opt("format")).group, weight_name(deq))
     em = ctx.emitter(f"{group.name}_matmul", group)
     big = math.prod(out_shape) > BIG or math.prod(a_shape) > BIG or math.prod(b_shape) > BIG
     tile_order(em, m, n, big)
@@ -112,6 +124,8 @@ def emit_matmul(group: Group, ctx: TemplateContext) -> list[KernelSpec]:
         )
     )
     em.line("acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)")
+    if deq is not None:
+        em.line(f"# {weight_name(deq)}: {deq.opt('format')} codes decoded in the K loop")
     with em.block(f"for k0 in range(0, {k}, BLOCK_K):"):
         em.line("rk = k0 + tl.arange(0, BLOCK_K)")
         kc, kr = axis("rk", k, False), axis("rk", k, True)
@@ -126,7 +140,10 @@ def emit_matmul(group: Group, ctx: TemplateContext) -> list[KernelSpec]:
             a_idx = Idx(a_shape, dims=operand_batch(bdims, batch, a_shape[:-2]) + (rm, kc))
             b_idx = Idx(b_shape, dims=operand_batch(bdims, batch, b_shape[:-2]) + (kr, rn))
         a = zero_outside(em, em.value(op.operands[0], a_idx))
-        b = zero_outside(em, em.value(op.operands[1], b_idx))
+        if deq is not None:
+            b = dequant_value(em, deq, b_idx, KBlock("k0", knobs.BLOCK_K))
+        else:
+            b = zero_outside(em, em.value(op.operands[1], b_idx))
         em.line(f'acc = tl.dot({a}, {b}, acc, input_precision="{knobs.input_precision}")')
     result = Expr("acc", union(rm, rn))
     if linear and len(op.operands) == 3:

@@ -26,7 +26,10 @@ from ir.text import print_module
 # Bumped whenever the lowering or schedules change what code a given IR produces.
 # 2: single-op TIR groups are wrapped as `kiln_group_<id>`; tuned schedule options.
 # 3: fast-math legalizations (softmax, gelu, ...) in the fused path too.
-CODEGEN_VERSION = "3"
+# 4: packed quantized weights: dequantize fused into linear/matmul TIR kernels (quant_lower.py).
+# 5: loop-structure knobs in ScheduleOptions (vector lanes, tile, loop order, parallel depth, unroll).
+# 6: linears on parameter weights run a TIR kernel over weights packed at load time (dense_packed.py).
+CODEGEN_VERSION = "6"
 
 
 @dataclass
@@ -41,6 +44,13 @@ class TVMKernel:
     reference_ops: list[str] = field(default_factory=list)
     tuned: dict[str, dict] = field(default_factory=dict)  # kernel name -> non-default config
     tuning_hits: int = 0  # TIR kernels that found a tuned record (default or not)
+    quant_paths: dict[str, str] = field(default_factory=dict)  # quantized weight -> path
+    dense_paths: dict[str, str] = field(default_factory=dict)  # linear weight -> packed/library
+
+    @property
+    def param_bytes(self) -> int:
+        """Bytes of the parameters bound to the executable (packed codes stay packed)."""
+        return sum(p.numel() * p.element_size() for p in self.params)
 
     def __call__(self, *args: torch.Tensor) -> list[torch.Tensor]:
         # With torch tensors in, tvm-ffi hands torch tensors back (DLPack in C, no copy).
@@ -70,6 +80,7 @@ class TVMBackend:
 
         from backends.tvm import library
         from backends.tvm.compile import build_executable
+        from backends.tvm.dense_packed import DenseOptions
         from backends.tvm.knobs import schedule_options
         from backends.tvm.lower import lower_program
         from backends.tvm.reference import register_reference
@@ -83,8 +94,13 @@ class TVMBackend:
         ir_text = key_text(program.module)
         if tuned:
             ir_text += "\0tuned:" + json.dumps(tuned, sort_keys=True)
+        # Which linears run the packed TIR kernel (`dense_packed.py`): extra["dense"] is
+        # auto (the measured rule), packed or library.
+        dense = DenseOptions(policy=options.extra.get("dense", "auto"), threads=threads)
+        if dense != DenseOptions():
+            ir_text += f"\0dense:{dense.policy}:{dense.threads}"
         key = artifact_key(ir_text, str(target))
-        lowered = lower_program(program)
+        lowered = lower_program(program, dense)
         for op in program.kiln_ops():  # re-register reference kernels a cached artifact calls
             if op.name in lowered.reference_ops:
                 register_reference(op)
@@ -115,7 +131,8 @@ class TVMBackend:
         vm = relax.VirtualMachine(executable, tvm.cpu())
         params = [t.detach().contiguous() for t in lowered.bind(program.params)]
         return TVMKernel(
-            vm["main"], params, num_kernels, hit, artifacts, lowered.reference_ops, tuned, hits
+            vm["main"], params, num_kernels, hit, artifacts, lowered.reference_ops, tuned, hits,
+            lowered.quant_paths, lowered.dense_paths,
         )
 
 

@@ -7,10 +7,15 @@ knobs, declared here as a small table of valid values, so the tuner proposes onl
 configurations and the build rejects any other (`KnobError`). Contractions run as library
 calls (`library.py`) and have no knobs here: their kernels are torch's.
 
-Constraints between knobs are applied by `canonical`: with one thread the parallel knobs
-have no effect, so every single-thread configuration is the same one (the tuner would
-otherwise measure the same code many times). The thread count is capped by the threads
-the build runs with, since a parallel loop over more chunks than threads only adds work.
+Two kinds of knob: threading (threads, the parallel threshold, chunks per thread, how
+many outer loops the parallel loop fuses) and loop structure (vector width, a square tile
+with a loop order, unrolling). Constraints between knobs are applied by `canonical`: with
+one thread the parallel knobs have no effect, and with a fixed `parallel_depth` neither
+has `chunks_per_thread`, so those are set to their defaults (the tuner would otherwise
+measure the same code many times). The thread count is capped by the threads the build
+runs with, since a parallel loop over more chunks than threads only adds work. Which
+values can change one kernel's code depends on its loops (a tile must divide them, a
+vector wider than every loop is the whole loop): `knob_space.py` answers that per PrimFunc.
 
 The kernel key (`kernel_key_of`) is the functional key of the extracted group
 (`ir.hashing`) for this target, with the versions that change what a configuration means:
@@ -21,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import version
 from typing import Any
@@ -33,7 +38,8 @@ from ir.ops.sources import ConstantOp, ParamOp
 from ir.program import Program
 
 # Bumped whenever a knob's meaning or its values change: old records stop matching.
-KNOBS_VERSION = "1"
+# 2: loop-structure knobs (vector_lanes, tile, loop_order, parallel_depth, auto_unroll).
+KNOBS_VERSION = "2"
 
 # Ops the lowering sends to the library path or that have no TIR lowering of their own:
 # a group holding one of them is not a TIR kernel (its contraction is torch's).
@@ -72,7 +78,37 @@ TABLE: tuple[Knob, ...] = (
         "iterations below which a kernel stays serial (a fork/join costs microseconds)",
     ),
     Knob("chunks_per_thread", (1, 2, 4, 8, 16), 4, "parallel chunks per thread (load balance)"),
+    Knob(
+        "parallel_depth",
+        (0, 1, 2, 3),
+        0,
+        "outer loops fused into the parallel loop (0: the fewest giving threads x chunks chunks)",
+    ),
+    Knob(
+        "vector_lanes",
+        (0, 4, 8, 16, 32),
+        0,
+        "lanes of a vector loop in 32-bit elements (0: the target's SIMD width); one that does "
+        "not divide a loop leaves a scalar tail",
+    ),
+    Knob("tile", (0, 8, 16, 32, 64), 0, "square tile of an injective block's two inner loops (0: none)"),
+    Knob(
+        "loop_order",
+        (0, 1),
+        0,
+        "1: swap an injective block's two inner loops; keep a column reduction's reduction innermost",
+    ),
+    Knob("auto_unroll", (0, 16, 64, 512), 0, "pragma_auto_unroll_max_step of each root loop (0: off)"),
 )
+
+# Knobs that only matter when a kernel runs a parallel loop.
+PARALLEL_KNOBS = frozenset(
+    {"min_parallel_work", "min_parallel_elems", "chunks_per_thread", "parallel_depth"}
+)
+# The parallel threshold, under its old (iterations) and new (work) names.
+THRESHOLDS = frozenset({"min_parallel_work", "min_parallel_elems"})
+# The threading knobs the table had before the loop-structure ones (`all_configs`' default).
+THREADING = ("num_threads", "min_parallel_work", "min_parallel_elems", "chunks_per_thread")
 
 
 def _declared() -> tuple[Knob, ...]:
@@ -103,7 +139,8 @@ def default_config(max_threads: int = 2) -> dict[str, int]:
 
 def canonical(config: Mapping[str, Any], max_threads: int = 2) -> dict[str, int]:
     """`config` checked against the table, missing knobs at their defaults, and knobs that
-    cannot matter (parallel knobs of a serial kernel) at their defaults too."""
+    cannot matter (parallel knobs of a serial kernel, chunks under a fixed parallel depth)
+    at their defaults too. Per-kernel constraints: `knob_space.KernelKnobs.canonical`."""
     values = knob_values(max_threads)
     unknown = sorted(set(config) - set(values))
     if unknown:
@@ -116,16 +153,19 @@ def canonical(config: Mapping[str, Any], max_threads: int = 2) -> dict[str, int]
         if isinstance(value, bool) or not isinstance(value, int) or value not in values[k.name]:
             raise KnobError(f"TVM knob {k.name}={value!r} is not one of {list(values[k.name])}")
         out[k.name] = value
+    defaults = {k.name: k.default for k in KNOBS}
     if out.get("num_threads", 2) == 1:
-        for k in KNOBS:
-            if k.name != "num_threads":
-                out[k.name] = k.default
+        out.update({name: defaults[name] for name in PARALLEL_KNOBS if name in out})
+    if out.get("parallel_depth", 0) and "chunks_per_thread" in out:
+        out["chunks_per_thread"] = defaults["chunks_per_thread"]
     return out
 
 
-def all_configs(max_threads: int = 2) -> list[dict[str, int]]:
-    """Every distinct valid configuration, defaults first (small: tens of entries)."""
-    values = knob_values(max_threads)
+def all_configs(max_threads: int = 2, names: Iterable[str] = THREADING) -> list[dict[str, int]]:
+    """Every distinct valid configuration of the knobs `names` (the others at their
+    defaults), defaults first. The threading knobs alone make tens; every knob together
+    makes tens of thousands, which is why the tuner samples instead (`knob_space.py`)."""
+    values = {n: v for n, v in knob_values(max_threads).items() if n in set(names)}
     seen: dict[str, dict[str, int]] = {}
     for combo in itertools.product(*values.values()):
         config = canonical(dict(zip(values, combo)), max_threads)

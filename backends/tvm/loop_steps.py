@@ -34,6 +34,22 @@ class ScheduleOptions:
     # plain add, ~10k for a GELU, NOTES.md); it is a tuning knob (knobs.py) per kernel.
     min_parallel_elems: int = 16384
     chunks_per_thread: int = 4
+    # Lanes of a vector loop in 32-bit elements (a 16-bit type gets twice as many); 0: the
+    # target's SIMD width, a loop it does not divide left to LLVM's vectorizer. An explicit
+    # width that does not divide a long loop vectorizes whole vectors and leaves a scalar tail.
+    vector_lanes: int = 0
+    # Square tile of the two innermost non-unit loops of an injective block (a transpose
+    # reads one of them strided); applied only where it divides both. 0: no tile.
+    tile: int = 0
+    # 1: swap the two innermost non-unit loops of an injective block (inside the tile), and
+    # keep a column reduction's reduction loops innermost instead of its output axis.
+    loop_order: int = 0
+    # Outer loops fused into the parallel loop; 0: the fewest that give
+    # num_threads * chunks_per_thread chunks.
+    parallel_depth: int = 0
+    # `pragma_auto_unroll_max_step` on each root loop: serial loop nests inside of at most
+    # this many iterations are unrolled (TVM's UnrollLoop). 0: none.
+    auto_unroll: int = 0
 
 
 class NotApplicable(Exception):
@@ -56,9 +72,12 @@ def iteration_count(extents: list[int | None]) -> int:
     return math.prod(e if e is not None else 1 << 16 for e in extents)
 
 
-def lanes_for(sch: Sch, block: BlockRV, target: Target) -> int:
+def lanes_for(sch: Sch, block: BlockRV, target: Target, options: ScheduleOptions | None = None) -> int:
+    """Lanes of the block's vector loop: the target's SIMD width or the `vector_lanes` knob."""
     body = sch.get(block).body
     bits = int(body.buffer.dtype.bits) if isinstance(body, tirx.BufferStore) else 32
+    if options is not None and options.vector_lanes:
+        return max(options.vector_lanes * 32 // bits, 2)
     return max(vector_lanes(target, bits), 2)
 
 
@@ -138,12 +157,13 @@ def _applies(primitive: object, block: BlockRV) -> bool:
     return True
 
 
-def vectorize(sch: Sch, loop: LoopRV, lanes: int) -> LoopRV | None:
+def vectorize(sch: Sch, loop: LoopRV, lanes: int, tail: bool = False) -> LoopRV | None:
     """Vectorize ``loop``; return the loop left outside the vector loop (or None).
 
     Split by ``lanes`` when that divides the loop, whole when it is at most ``lanes`` long.
-    A long loop ``lanes`` does not divide is left to LLVM's vectorizer: a TIR split with a
-    tail predicate does not vectorize.
+    A long loop ``lanes`` does not divide is left to LLVM's vectorizer (a TIR split with a
+    tail predicate does not vectorize), or with ``tail`` partitioned into whole vectors and
+    a scalar remainder.
     """
     ext = extent(sch, loop)
     if ext is None or ext < 2 or not isinstance(sch.get(loop).body, s_tir.SBlockRealize):
@@ -155,6 +175,11 @@ def vectorize(sch: Sch, loop: LoopRV, lanes: int) -> LoopRV | None:
     if ext <= lanes:
         sch.vectorize(loop)
         return None
+    if tail:
+        whole, _ = sch.loop_partition(loop, factors=[ext - ext % lanes, None])
+        _, vec = sch.split(whole, factors=[None, lanes])
+        sch.vectorize(vec)
+        return None  # two sibling loops now: neither can join a fused parallel loop
     return loop
 
 
@@ -182,8 +207,42 @@ def vectorize_partitioned(sch: Sch, block: BlockRV, lanes: int) -> list[LoopRV] 
     return outer_loops
 
 
+def tile_and_order(sch: Sch, block: BlockRV, options: ScheduleOptions) -> list[LoopRV]:
+    """An injective block's loops after the ``tile`` and ``loop_order`` knobs.
+
+    Both act on the two innermost loops longer than one iteration. A square tile splits
+    each where ``tile`` divides it and is shorter (both, or the block is left as it is) and
+    leaves one tile of both innermost; ``loop_order`` then exchanges the two inner loops
+    (a transpose can read or write contiguously, not both).
+    """
+    loops = list(sch.get_loops(block))
+    long = [lp for lp in loops if extent(sch, lp) != 1]
+    if len(long) < 2:
+        return loops
+    a, b = long[-2:]
+    ea, eb = extent(sch, a), extent(sch, b)
+    tile = options.tile
+    if tile and ea is not None and eb is not None and all(e % tile == 0 and e > tile for e in (ea, eb)):
+        a_out, a = sch.split(a, factors=[None, tile])
+        b_out, b = sch.split(b, factors=[None, tile])
+        sch.reorder(a_out, b_out, a, b)
+    if options.loop_order:
+        sch.reorder(b, a)
+    return list(sch.get_loops(block))
+
+
+def annotate_unroll(sch: Sch, max_step: int) -> None:
+    """Let TVM unroll serial loop nests of at most ``max_step`` iterations under each root loop."""
+    for block in sch.get_child_blocks(sch.get_sblock("root")):
+        loops = sch.get_loops(block)
+        if loops:
+            sch.annotate(loops[0], "pragma_auto_unroll_max_step", max_step)
+            sch.annotate(loops[0], "pragma_unroll_explicit", 1)
+
+
 def parallelize(sch: Sch, loops: list[LoopRV], work: int, options: ScheduleOptions) -> None:
-    """Fuse the shortest loop prefix with enough iterations and make it parallel."""
+    """Fuse a loop prefix and make it parallel: ``parallel_depth`` loops, or by default the
+    shortest prefix with ``num_threads * chunks_per_thread`` iterations."""
     if not loops or options.num_threads < 2 or work < options.min_parallel_elems:
         return
     want = options.num_threads * options.chunks_per_thread
@@ -192,7 +251,7 @@ def parallelize(sch: Sch, loops: list[LoopRV], work: int, options: ScheduleOptio
         take += 1
         e = extent(sch, lp)
         ext *= e if e is not None else want
-        if ext >= want:
+        if take == options.parallel_depth or (not options.parallel_depth and ext >= want):
             break
     fused = sch.fuse(*loops[:take]) if take > 1 else loops[0]
     sch.parallel(fused)
@@ -223,23 +282,27 @@ def column_iter(sch: Sch, block: BlockRV) -> object | None:
     return None
 
 
-def order_reduction_loops(sch: Sch, block: BlockRV, lanes: int, skip: int = 0) -> None:
+def order_reduction_loops(
+    sch: Sch, block: BlockRV, lanes: int, skip: int = 0, options: ScheduleOptions | None = None
+) -> None:
     """Order a reduction's own loops for vectorization (used under and outside rows).
 
-    Column reductions move their output axis innermost and vectorize it. Row reductions
+    Column reductions move their output axis innermost and vectorize it (unless the
+    ``loop_order`` knob keeps the reduction innermost). Row reductions
     fuse trailing reduction loops (e.g. a global average pool's H and W) into one long
     contiguous loop that LLVM vectorizes with reassociation, or unroll them when they are a
     small window (pooling).
     """
+    options = options or ScheduleOptions()
     pairs = own_loops(sch, block, skip)
-    column = column_iter(sch, block)
+    column = None if options.loop_order else column_iter(sch, block)
     if column is not None and any(iv.same_as(column) for iv, _ in pairs):
         spatial = [lp for iv, lp in pairs if iv.iter_type == tirx.IterVar.DataPar]
         col_loop = next(lp for iv, lp in pairs if iv.same_as(column))
         others = [lp for lp in spatial if not lp.same_as(col_loop)]
         reduce_ = [lp for iv, lp in pairs if iv.iter_type != tirx.IterVar.DataPar]
         sch.reorder(*others, *reduce_, col_loop)
-        vectorize(sch, col_loop, lanes)
+        vectorize(sch, col_loop, lanes, tail=bool(options.vector_lanes))
         # The init stays in the block as a branch on "first reduction step" per vector
         # (decompose_reduction would leave the update loop unvectorizable in 0.27). A small
         # window (pooling) is unrolled, which folds that branch away.

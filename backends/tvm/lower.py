@@ -1,8 +1,10 @@
 """Lower a kiln Program to a Relax IRModule with BlockBuilder: one table entry per op.
 
 Contractions (linear, matmul, conv2d, attention, embedding) go to the library path
-(`library.emit_*`: packed functions over torch/BLAS); everything else becomes Relax ops
-that are legalized to TIR and scheduled for this CPU (`schedule.py`). An op with no
+(`library.emit_*`: packed functions over torch/BLAS), except linears on parameter weights
+that `dense_packed.py`'s measured rule gives a TIR kernel over a weight packed at load
+time. Everything else becomes Relax ops that are legalized to TIR and scheduled for this
+CPU (`schedule.py`). An op with no
 entry runs its kiln reference implementation through a packed function (`reference.py`),
 so no verified program fails to lower; those ops are reported.
 
@@ -24,6 +26,7 @@ from xdsl.dialects import func
 from xdsl.ir import SSAValue
 
 from backends.tvm import library
+from backends.tvm.dense_packed import DenseOptions, DensePlan
 from backends.tvm.reference import emit_reference
 from ir import dtypes
 from ir.core import KilnOp
@@ -40,10 +43,14 @@ class Lowered:
     module: Any  # tvm.IRModule
     param_names: list[str]  # trailing function parameters, in order
     reference_ops: list[str] = field(default_factory=list)  # ops run through the reference path
+    # Quantized weight -> how its `kiln.dequantize` runs (`quant_lower.py`: fused-tir, ...).
+    quant_paths: dict[str, str] = field(default_factory=dict)
     # Parameters computed from the model's parameters at load time (e.g. batch-norm scale),
     # appended after `param_names`: (name, function of the params dict).
     derived: list[tuple[str, Callable[[dict], torch.Tensor]]] = field(default_factory=list)
     grouped: bool = False  # the fuse pass decided groups (even all-singleton ones)
+    # Linear weight -> packed TIR kernel or library, and why (`dense_packed.py`).
+    dense_paths: dict[str, str] = field(default_factory=dict)
 
     def bind(self, params: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """The trailing arguments of `main`, in order, for these parameter values."""
@@ -322,7 +329,7 @@ def bind_results(bb: relax.BlockBuilder, op: KilnOp, out: Any, env: dict[SSAValu
             env[r] = bb.emit(relax.TupleGetItem(out, i))
 
 
-def lower_program(program: Program) -> Lowered:
+def lower_program(program: Program, dense: DenseOptions | None = None) -> Lowered:
     """Relax module with `main(*inputs, *params)` returning a tuple of the outputs.
 
     Ops that the fusion pass put in one group (`group` attribute) become one Relax
@@ -330,6 +337,7 @@ def lower_program(program: Program) -> Lowered:
     """
     from backends.tvm.groups import emit_group, plan_steps
     from backends.tvm.knobs import lowers_to_tir
+    from backends.tvm.quant_lower import QuantLowering
 
     fn: func.FuncOp = program.forward
     block = fn.body.block
@@ -341,6 +349,9 @@ def lower_program(program: Program) -> Lowered:
     params = {name: relax.Var(f"p{i}", _tensor_type(first[name].result)) for i, name in enumerate(param_names)}
     reference_ops: list[str] = []
     derived = Derived()
+    quant = QuantLowering(block)
+    dense_plan = DensePlan.of(block, dense)  # linears on packed weights; those bind packed only
+    bound = [n for n in param_names if n not in dense_plan.replaced]
     with bb.function("main"):  # parameters are given at the end, once derived ones are known
         with bb.dataflow():
             env: dict[SSAValue, Any] = dict(zip(block.args, inputs))
@@ -350,6 +361,10 @@ def lower_program(program: Program) -> Lowered:
                 elif isinstance(op, ConstantOp):
                     env[op.result] = relax.const(op.to_tensor().numpy())
             for step in plan_steps(block):
+                if quant.emit(bb, step, env):  # packed weights: fused into their matmuls
+                    continue
+                if dense_plan.emit(bb, step, env, derived):
+                    continue
                 # A single-op group that becomes TIR is wrapped too, so every scheduled
                 # kernel has a stable name (`kiln_group_<id>`) that tuned configs refer to.
                 if len(step) > 1 or ("group" in step[0].attributes and lowers_to_tir(step)):
@@ -359,10 +374,11 @@ def lower_program(program: Program) -> Lowered:
                 bind_results(bb, op, emit_op(bb, op, [env[v] for v in op.operands], derived, reference_ops), env)
             ret = next(op for op in block.ops if isinstance(op, func.ReturnOp))
             gv = bb.emit_output(relax.Tuple([env[v] for v in ret.operands]))
-        all_params = inputs + [params[n] for n in param_names] + [var for _, _, var in derived.items]
+        all_params = inputs + [params[n] for n in bound] + [var for _, _, var in derived.items]
         bb.emit_func_output(gv, params=all_params)
     grouped = any("group" in op.attributes for op in block.ops)
-    return Lowered(bb.get(), param_names, reference_ops, [(n, fn) for n, fn, _ in derived.items], grouped)
+    return Lowered(bb.get(), bound, reference_ops, quant.paths, [(n, fn) for n, fn, _ in derived.items], grouped,
+                   dense_plan.paths)
 
 
 def tensor_type(value: SSAValue) -> relax.TensorType:

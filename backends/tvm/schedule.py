@@ -19,6 +19,12 @@ non-contraction PrimFunc itself, by rule, first match wins:
   axis is also read innermost gets that axis moved below the reduction loops and vectorized.
 - ``parallel``: last resort: parallelize the outermost spatial loop of each root block.
 
+Each rule reads its choices from ``ScheduleOptions`` (the tuner's knobs, ``knobs.py``): the
+vector width, a square tile and loop order for injective blocks (and whether a column
+reduction moves its output axis innermost), how many outer loops the parallel loop fuses,
+and TVM's auto-unroll step on each root loop. The defaults are the choices made before
+those knobs existed, and a knob that does not apply to a block leaves it as it is.
+
 A rule that raises (any schedule primitive error) is discarded and the next rule runs on a
 fresh schedule; a PrimFunc no rule handles is left as legalized, so scheduling never fails a
 build. Parallel loops are emitted only for kernels of at least ``min_parallel_elems``
@@ -39,6 +45,7 @@ from .loop_steps import (
     NotApplicable,
     Sch,
     ScheduleOptions,
+    annotate_unroll,
     block_domain,
     column_iter,
     inline_producers,
@@ -48,6 +55,7 @@ from .loop_steps import (
     own_loops,
     parallelize,
     rfactor_row_max,
+    tile_and_order,
     vectorize,
     vectorize_partitioned,
 )
@@ -68,20 +76,20 @@ def _leading_spatial(info: SBlockInfo) -> int:
 def _schedule_block(sch: Sch, info: SBlockInfo, target: Target, options: ScheduleOptions) -> None:
     """Schedule one root-level block on its own (rules ``injective`` and ``blocks``)."""
     block = info.block_rv
-    lanes = lanes_for(sch, block, target)
+    lanes = lanes_for(sch, block, target, options)
     work = iteration_count(block_domain(info))
     if info.is_injective():
         outer = vectorize_partitioned(sch, block, lanes)
         if outer is None:
-            loops = list(sch.get_loops(block))
-            rest = vectorize(sch, loops[-1], lanes)
+            loops = tile_and_order(sch, block, options)
+            rest = vectorize(sch, loops[-1], lanes, tail=bool(options.vector_lanes))
             outer = loops[:-1] + ([rest] if rest is not None else [])
         parallelize(sch, outer, work, options)
         return
     n_lead = _leading_spatial(info)
-    if column_iter(sch, block) is not None:
+    if not options.loop_order and column_iter(sch, block) is not None:
         n_lead -= 1  # that spatial loop moves innermost
-    order_reduction_loops(sch, block, lanes)
+    order_reduction_loops(sch, block, lanes, options=options)
     parallelize(sch, list(sch.get_loops(block))[:n_lead], work, options)
 
 
@@ -123,18 +131,18 @@ def _rule_rows(sch: Sch, target: Target, options: ScheduleOptions) -> None:
         sch.compute_at(info.block_rv, rows[-1], preserve_unit_loops=True)
     blocks = [info.block_rv for info in infos]
     for block in list(blocks):
-        partial = rfactor_row_max(sch, block, lanes_for(sch, block, target))
+        partial = rfactor_row_max(sch, block, lanes_for(sch, block, target, options))
         if partial is not None:
             sch.compute_at(partial, rows[-1], preserve_unit_loops=True)
             blocks.append(partial)
     for block in blocks:
-        lanes = lanes_for(sch, block, target)
+        lanes = lanes_for(sch, block, target, options)
         if all(iv.iter_type == tirx.IterVar.DataPar for iv in sch.get(block).iter_vars):
             pairs = own_loops(sch, block, skip=n)
             if pairs:
-                vectorize(sch, pairs[-1][1], lanes)
+                vectorize(sch, pairs[-1][1], lanes, tail=bool(options.vector_lanes))
         else:
-            order_reduction_loops(sch, block, lanes, skip=n)
+            order_reduction_loops(sch, block, lanes, skip=n, options=options)
     work = max(iteration_count(block_domain(info)) for info in infos)
     parallelize(sch, rows, work, options)
 
@@ -180,6 +188,8 @@ def schedule_prim_func(
         sch = s_tir.Schedule(func)
         try:
             rule(sch, target, options)
+            if options.auto_unroll:
+                annotate_unroll(sch, options.auto_unroll)
         except Exception as err:  # noqa: BLE001 - any failure means: try a simpler rule
             reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
             _log.debug(

@@ -161,6 +161,18 @@ def hls_line(h: dict[str, Any], rel_rms_err: float | None) -> str:
     return line
 
 
+def quant_line(paths: dict[str, str]) -> str:
+    """Which quantized weights a matmul decodes in its own kernel, and where the rest went."""
+    fused = {w: p for w, p in paths.items() if p.startswith("fused")}
+    rest = {w: p for w, p in paths.items() if w not in fused}
+    line = f"{len(fused)}/{len(paths)} weights dequantized inside their matmul kernel"
+    if fused:
+        line += ": " + ", ".join(f"{w} ({p.replace('fused-matmul ', '')})" for w, p in fused.items())
+    if rest:
+        line += "; not fused: " + ", ".join(f"{w} ({p})" for w, p in rest.items())
+    return line
+
+
 def print_report(report: dict[str, Any]) -> None:
     console = Console()
     table = Table(title=f"kiln compile {report['model']} --target {report['target']}", show_header=False)
@@ -181,6 +193,8 @@ def print_report(report: dict[str, Any]) -> None:
     fusion = report.get("decisions", {}).get("fusion")
     if fusion:
         rows.append(("fusion", fusion_line(fusion)))
+    if report.get("quant_paths"):
+        rows.append(("dequantize", quant_line(report["quant_paths"])))
     hls = report.get("decisions", {}).get("hls")
     if hls:
         rows.append(("hls", hls_line(hls, report.get("rel_rms_err"))))

@@ -9,7 +9,7 @@ the roofline estimate of one run times how often the model runs it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,8 @@ class KernelTask:
     count: int  # how many times one call of the model runs it
     roofline_s: float  # modeled seconds per run
     workload: str  # the model it came from
+    # its search space for a thread count (`knob_space.KernelKnobs`); None: the table's
+    knob_space: Callable[[int], Any] | None = None
 
     @property
     def share_s(self) -> float:
@@ -43,6 +45,7 @@ def collect_tasks(
 ) -> list[KernelTask]:
     """The model's distinct TIR kernels, largest share of modeled time first."""
     from backends import get_backend
+    from backends.tvm.knob_space import knob_space_of
     from backends.tvm.knobs import extract_site, kernel_versions, tir_kernels
     from compiler.capture import convert_nodes, from_model, plan_partitions
     from compiler.capture.convert import users_outside
@@ -76,5 +79,6 @@ def collect_tasks(
                 count=1,
                 roofline_s=features["roofline_us"] * 1e-6,
                 workload=workload,
+                knob_space=knob_space_of(sub, target),
             )
     return sorted(tasks.values(), key=lambda t: -t.share_s)

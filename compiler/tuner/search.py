@@ -2,11 +2,13 @@
 
 1. The defaults are measured first (the baseline, and Optuna's first observation).
 2. Each round Optuna's TPE sampler (seeded per kernel, so a run is repeatable) proposes up
-   to `screen` distinct new configurations; the learned cost model orders them and only
-   the first `measure_per_round` are measured. Without a trained model the order is
-   Optuna's own (no better than random among its proposals). Proposals not measured are
-   told to Optuna as failed, so they inform nothing; one already measured is answered
-   from the record without measuring again.
+   to `screen` distinct new configurations from the kernel's own search space
+   (`knob_space.KernelKnobs`: only values that can change this kernel's code, each
+   proposal canonicalized); the learned cost model orders them and only the first
+   `measure_per_round` are measured. Without a trained model the order is Optuna's own
+   (no better than random among its proposals). Proposals not measured are told to
+   Optuna as failed, so they inform nothing; one that compiles to code already measured
+   (same scheduled PrimFunc) is answered from that record without measuring again.
 3. Measured values (seconds) go back to Optuna; a failed or timed-out candidate is told
    as failed and recorded as such.
 4. The best few and the baseline are measured once more, interleaved in one job, and the
@@ -18,18 +20,13 @@ from __future__ import annotations
 
 import random
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from backends.tvm.knobs import (
-    all_configs,
-    canonical,
-    config_id,
-    default_config,
-    knob_values,
-    stays_serial,
-)
+from backends.tvm.knob_space import KernelKnobs
+from backends.tvm.knobs import config_id, default_config
 from compiler.tuner.kernels import KernelTask
 from compiler.tuner.measure import MeasureJob, MeasureResult, MeasureWorker
 
@@ -106,15 +103,17 @@ def search_kernel(
 
     start = time.monotonic()
     deadline = deadline or Deadline(None)
-    values = knob_values(options.threads)
+    space = kernel_space(task, options.threads)
+    values = space.values
     default = default_config(options.threads)
     result = KernelResult(task, None, default, None)
-    seen: dict[str, TrialRecord] = {}
+    seen: dict[str, TrialRecord] = {}  # by configuration
+    seen_code: dict[str, TrialRecord] = {}  # by the code it compiles to
 
     def record(config: dict[str, int], phase: str, candidates: int) -> TrialRecord:
         out = measure(task, [config], phase, 0)
         trial = TrialRecord(config, out.latencies[0], out.error, phase, candidates)
-        seen[config_id(config)] = trial
+        seen[config_id(config)] = seen_code[space.code_id(config)] = trial
         result.trials.append(trial)
         if on_trial is not None:
             on_trial(trial, result)
@@ -135,20 +134,17 @@ def search_kernel(
         result.seconds = time.monotonic() - start
         return result
     result.baseline_s = result.best_s = baseline.latency_s
-    space = all_configs(options.threads)
     distributions = {n: optuna.distributions.CategoricalDistribution(c) for n, c in values.items()}
     rng = random.Random(sampler_seed)
-    while result.measured < options.trials and not deadline.expired():
+    idle_rounds = 0
+    while result.measured < options.trials and not deadline.expired() and idle_rounds < 8:
         proposals: list[tuple[Any, dict[str, int]]] = []
         batch: set[str] = set()
         asks = 0
         while len(proposals) < options.screen and asks < 3 * options.screen:
             trial = study.ask()
             asks += 1
-            config = _effective(
-                canonical({n: trial.suggest_categorical(n, c) for n, c in values.items()}, options.threads),
-                task, default,
-            )
+            config = space.canonical({n: trial.suggest_categorical(n, c) for n, c in values.items()})
             ident = config_id(config)
             if ident in seen:  # measured before: answer from the record, measure nothing
                 _tell(study, trial, seen[ident])
@@ -157,44 +153,63 @@ def search_kernel(
             else:
                 batch.add(ident)
                 proposals.append((trial, config))
-        # Once TPE has settled it keeps proposing what it measured; in a space this small
-        # the rest of the batch is then drawn at random from what is still unmeasured.
-        fresh = list({config_id(e): e for e in (_effective(c, task, default) for c in space)}.values())
-        fresh = [c for c in fresh if config_id(c) not in seen and config_id(c) not in batch]
-        for config in rng.sample(fresh, min(len(fresh), options.screen - len(proposals))):
+        # Once TPE has settled it keeps proposing what it measured; the rest of the batch
+        # is then drawn at random from what is still unmeasured.
+        for config in _sample(space, values, rng, options.screen - len(proposals), seen.keys() | batch):
             proposals.append((None, config))  # told to Optuna only if measured
         if not proposals:
             break  # every configuration has been measured
         order = ranker.rank(task.features, [c for _, c in proposals]) if ranker else range(len(proposals))
-        order = list(order)
-        chosen = order[: options.measure_per_round]
+        measured_now = 0
         for i in order:
             trial, config = proposals[i]
-            if i in chosen and result.measured < options.trials and not deadline.expired():
+            want = measured_now < options.measure_per_round and result.measured < options.trials
+            if want and not deadline.expired():
+                code = space.code_id(config)
+                if code in seen_code:  # the same code as a measured config: no measurement
+                    seen[config_id(config)] = seen_code[code]
+                    if trial is not None:
+                        _tell(study, trial, seen_code[code])
+                    continue
                 measured = record(config, "search", len(proposals))
+                measured_now += 1
                 if trial is not None:
                     _tell(study, trial, measured)
-                elif measured.latency_s is not None:
+                elif measured.latency_s is not None and all(config[n] in c for n, c in values.items()):
                     study.add_trial(optuna.trial.create_trial(
                         params=config, distributions=distributions, value=measured.latency_s))
             elif trial is not None:
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)  # screened out
+        idle_rounds = 0 if measured_now else idle_rounds + 1
     _confirm(task, measure, options, result, default)
     result.seconds = time.monotonic() - start
     return result
 
 
-def _effective(config: dict[str, int], task: KernelTask, default: dict[str, int]) -> dict[str, int]:
-    """The serial configuration when `config` keeps this kernel serial anyway.
+def kernel_space(task: KernelTask, threads: int) -> KernelKnobs:
+    """The kernel's own search space; without its PrimFunc (or when reading it fails), the
+    table's values with serial configurations merged by the kernel's size alone."""
+    if task.knob_space is not None:
+        try:
+            return task.knob_space(threads)
+        except Exception as err:  # noqa: BLE001 - tune with the table rather than not at all
+            warnings.warn(f"kiln tune: {task.label}: no per-kernel knob space ({err}); using the table's",
+                          RuntimeWarning, stacklevel=2)
+    return KernelKnobs.static(threads, int(2.0 ** task.features.get("log2_work", 62)))
 
-    The CPU rules parallelize a block only when its work reaches the threshold; a
-    threshold above any block's possible work emits the same code as one thread, which
-    need not be measured twice.
-    """
-    iterations = int(2.0 ** task.features.get("log2_work", 62))
-    if config.get("num_threads", 1) > 1 and stays_serial(config, iterations):
-        return {**default, "num_threads": 1}
-    return config
+
+def _sample(space: KernelKnobs, values: dict[str, tuple[int, ...]], rng: random.Random, n: int,
+            exclude: set[str]) -> list[dict[str, int]]:
+    """Up to `n` canonical configurations drawn uniformly, none of them in `exclude`."""
+    out: dict[str, dict[str, int]] = {}
+    for _ in range(20 * max(n, 0)):
+        if len(out) >= n:
+            break
+        config = space.canonical({name: rng.choice(choices) for name, choices in values.items()})
+        ident = config_id(config)
+        if ident not in exclude:
+            out.setdefault(ident, config)
+    return list(out.values())
 
 
 def _tell(study: Any, trial: Any, record: TrialRecord) -> None:

@@ -116,7 +116,7 @@ def test_a_record_for_another_target_or_with_a_bad_config_is_ignored(tmp_path):
     with CacheClient(None, local_path=tmp_path / "cache.sqlite") as client:
         client.put(task.key, Record("some other target", {"num_threads": 1}, 1e-5))
         assert compile_model(model, inputs, tuning_cache=client, use_cache=False).report["tuning_hits"] == 0
-        client.put(task.key, Record(_target(), {"tile": 32}, 1e-6))  # a knob this build lacks
+        client.put(task.key, Record(_target(), {"tile_rows": 32}, 1e-6))  # a knob this build lacks
         with pytest.warns(RuntimeWarning, match="ignoring the tuned config"):
             report = compile_model(model, inputs, tuning_cache=client, use_cache=False).report
     assert report["tuning_hits"] == 1 and report["tuned_kernels"] == 0

@@ -43,7 +43,7 @@ def test_registered_as_a_target_with_capabilities_and_a_pipeline():
     caps = backend.capabilities()
     assert {"kiln.linear", "kiln.attention", "kiln.softmax", "kiln.add"} <= caps.ops
     assert "kiln.conv2d" not in caps.ops
-    assert caps.fusible == {"pointwise", "reduction", "matmul", "attention"}
+    assert caps.fusible == {"pointwise", "reduction", "matmul", "attention", "dequantize-prologue"}
     parse_pipeline(backend.pipeline())  # every pass and option in it exists
 
 

@@ -1,0 +1,306 @@
+"""Packed dense: `y = x @ W^T + b` as a TIR kernel over a weight packed once, at load time.
+
+Why: the library path (`library.py`) runs every linear as torch's MKL sgemm, whose AMD code
+path is AVX2: F.linear 8x256 -> 512 takes ~26 us on 2 threads (~80 GFLOP/s, the 512 KB
+weight read at ~20 GB/s), and one core sustains ~88 GFLOP/s at any size. For few rows a
+linear is bound by reading W, which this kernel does once, as contiguous AVX-512 vectors;
+for many rows its register tile runs ~200 GFLOP/s per core (NOTES.md).
+
+Layout: W [N, K] is packed at load time into `Wp [ceil(N/nb), K, nb]` (zero rows pad the
+last block), so the `nb` outputs of one block take one or more whole vectors of weights
+per k, read in order. The kernel is the classic register-blocked outer product: an
+`mt x nb` tile of outputs sits in `mt * nb / 16` zmm registers; per k it broadcasts `mt`
+activations, loads `nb / 16` weight vectors and issues `mt * nb / 16` FMAs. k is unrolled
+by `ku`. The bias is added while the tile is written back. Blocks of N times tiles of
+rows are the parallel loop on TVM's pool.
+
+The choice between this kernel and the library is made per linear by `use_packed`, from
+the measurements in NOTES.md ("Packed dense"). `DensePlan` makes it for a whole program
+before lowering: it decides which parameters are bound packed (`Lowered.derived`) and
+which original weights the executable no longer needs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import torch
+from tvm import relax, s_tir, te, tirx
+
+from backends.tvm.schedule import SCHEDULE_ATTR
+from backends.tvm.target import cpu_target, host_cpu, vector_lanes
+from ir import dtypes
+from ir.core import KilnOp
+from ir.ops.contraction import LinearOp
+from ir.ops.sources import ParamOp
+
+OPAQUE = 8  # relax OpPatternKind.kOpaque: FuseOps must never merge this kernel into another
+# Below this many multiply-adds the kernel stays serial: a fork/join on TVM's pool costs a
+# few microseconds, about what 300k multiply-adds take on one core.
+MIN_PARALLEL_MACS = 1 << 18
+POLICIES = ("auto", "packed", "library")
+
+
+@dataclass(frozen=True)
+class DenseOptions:
+    """Which linears take the packed kernel, and its threads.
+
+    `policy`: `auto` applies the measured rule (`use_packed`), `packed` sends every
+    eligible linear to the kernel, `library` none (torch's GEMM, as before this file).
+    The bounds of `auto` are the envelope the kernel was measured in (NOTES.md).
+    """
+
+    policy: str = "auto"
+    min_lanes: int = 16  # auto: AVX-512 (16 floats per vector) or wider
+    max_rows: int = 4096  # auto, AMD (BLAS runs its AVX2 code there): at most this many rows
+    max_rows_other: int = 32  # auto, other AVX-512 CPUs (unmeasured): the weight-bound regime
+    max_weight_bytes: int = 256 << 20  # auto: packed weight at most this big
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(
+                f"dense: unknown policy {self.policy!r}; use one of {', '.join(POLICIES)}"
+            )
+
+
+@dataclass(frozen=True)
+class DenseTiles:
+    nb: int  # outputs per weight block: the vectorized axis (two vectors, one for tiny N)
+    mt: int  # rows per register tile
+    ku: int = 8  # k unroll
+
+
+def block_width(n: int, lanes: int = 16) -> int:
+    """Two vectors of outputs per block (32 floats with AVX-512); one for N <= one vector,
+    where two would be mostly padding."""
+    return lanes if n <= lanes else 2 * lanes
+
+
+def choose_tiles(length: int, n: int, lanes: int = 16) -> DenseTiles:
+    """Register tile: `mt` rows x two vectors, `2 * mt` accumulators, at most 16 of 32 zmm
+    (12 of 16 ymm without AVX-512). `length` is the tiled lead dim: `mt` is the size in
+    4..8 that pads it least (the largest on a tie), or `length` itself below 4."""
+    top = 8 if lanes >= 16 else 6
+    if length <= top:
+        return DenseTiles(block_width(n, lanes), length)
+    mt = min(range(top, 3, -1), key=lambda t: math.ceil(length / t) * t)
+    return DenseTiles(block_width(n, lanes), mt)
+
+
+def tiled_length(lead: tuple[int, ...]) -> int:
+    """The lead dim row tiles run along: the last one larger than 1."""
+    return next((d for d in reversed(lead) if d > 1), 1)
+
+
+def use_packed(
+    m: int, k: int, n: int, options: DenseOptions, lanes: int = 16, cpu: str = "znver5"
+) -> bool:
+    """The rule (NOTES.md, "Packed dense"). On AMD with AVX-512 (`cpu` is LLVM's name,
+    `znver*`), where torch's BLAS runs AVX2 code, the kernel won every measured shape, so
+    every linear within the measured envelope (`max_rows`, `max_weight_bytes`) takes it.
+    On other AVX-512 CPUs BLAS has AVX-512 kernels of its own: only few rows
+    (`max_rows_other`), where a linear is bound by reading W and the packed layout plus
+    no library hop is what wins. Without AVX-512: the library (not measured).
+    """
+    if options.policy != "auto":
+        return options.policy == "packed"
+    nb = block_width(n, lanes)
+    rows = options.max_rows if cpu.startswith("znver") else options.max_rows_other
+    weight = 4 * k * nb * math.ceil(n / nb)
+    return lanes >= options.min_lanes and m <= rows and weight <= options.max_weight_bytes
+
+
+def pack_weight(w: torch.Tensor, nb: int) -> torch.Tensor:
+    """[N, K] -> [ceil(N/nb), K, nb], zero-padded: block j holds rows j*nb .. j*nb+nb-1."""
+    n, k = w.shape
+    blocks = math.ceil(n / nb)
+    padded = torch.zeros(blocks * nb, k, dtype=w.dtype)
+    padded[:n] = w
+    return padded.view(blocks, nb, k).transpose(1, 2).contiguous()
+
+
+# ---- the kernel --------------------------------------------------------------------------
+def dense_packed_func(
+    lead: tuple[int, ...],
+    k: int,
+    n: int,
+    tiles: DenseTiles,
+    bias: bool,
+    threads: int = 2,
+) -> tirx.PrimFunc:
+    """Scheduled PrimFunc `(x [*lead, K], Wp [N/nb, K, nb], [bias [N]], out [*lead, N])`.
+
+    Row tiles run along the last lead dim larger than 1 (`L`), so a tile never straddles
+    the outer dims. The accumulator covers whole tiles, `ceil(L/mt) * mt` rows by
+    `ceil(N/nb) * nb` columns: a ragged last tile re-reads row L-1 (a clamp per row,
+    hoisted out of the k loop) and the write-back drops what lies outside `out`. Padded
+    weight columns are zeros.
+    """
+    nb = tiles.nb
+    keep = [p for p, d in enumerate(lead) if d > 1] or [len(lead) - 1]  # unit dims index 0
+    length = lead[keep[-1]]
+    rows, blocks = math.ceil(length / tiles.mt) * tiles.mt, math.ceil(n / nb)
+    x = te.placeholder((*lead, k), "float32", name="x")
+    wp = te.placeholder((blocks, k, nb), "float32", name="w_packed")
+    r = te.reduce_axis((0, k), name="k")
+
+    def x_at(*i):
+        idx = dict(zip(keep, i))
+        idx[keep[-1]] = tirx.min(i[-1], length - 1) if rows > length else i[-1]
+        return x[(*(idx.get(p, 0) for p in range(len(lead))), r)]
+
+    acc = te.compute(
+        (*(lead[p] for p in keep[:-1]), rows, blocks * nb),
+        lambda *i: te.sum(x_at(*i[:-1]) * wp[i[-1] // nb, r, i[-1] % nb], axis=r),
+        name="acc",
+    )
+    args = [x, wp]
+    b = te.placeholder((n,), "float32", name="bias") if bias else None
+    args += [b] if bias else []
+
+    def out_at(*i):
+        v = acc[(*(i[p] for p in keep), i[-1])]
+        return v + b[i[-1]] if b is not None else v
+
+    out = te.compute((*lead, n), out_at, name="out")
+    func = te.create_prim_func([*args, out])
+    macs = math.prod(lead) // length * rows * k * blocks * nb
+    return _schedule(func, tiles, keep[-1], threads if macs >= MIN_PARALLEL_MACS else 1)
+
+
+def _schedule(func: tirx.PrimFunc, tiles: DenseTiles, tiled: int, threads: int) -> tirx.PrimFunc:
+    sch = s_tir.Schedule(func)
+    acc, out = sch.get_sblock("acc"), sch.get_sblock("out")
+    *lead, col = sch.get_loops(out)
+    n_out, n_in = sch.split(col, [None, tiles.nb])
+    m_out, m_in = sch.split(lead[tiled], [None, tiles.mt])
+    others = lead[:tiled] + lead[tiled + 1 :]
+    # A weight block (K x nb, in L1/L2) is reused by every row tile before the next one.
+    sch.reorder(n_out, *others, m_out, m_in, n_in)
+    # The accumulator tile lives in registers: computed under (block, row tile), then
+    # written back (plus bias) by the `out` loops below.
+    sch.compute_at(acc, m_out, preserve_unit_loops=True)
+    sch.set_scope(acc, 0, "local")
+    *_, am, an, ak = sch.get_loops(acc)
+    ku = next(u for u in (tiles.ku, 4, 2, 1) if int(sch.get(ak).extent) % u == 0)
+    k_out, k_in = sch.split(ak, [None, ku])
+    sch.reorder(k_out, k_in, am, an)
+    sch.vectorize(an)
+    sch.unroll(am)
+    sch.unroll(k_in)
+    sch.vectorize(n_in)
+    tile = sch.fuse(n_out, *others, m_out)
+    if threads > 1:
+        sch.parallel(tile)
+    return sch.mod["main"].with_attr(SCHEDULE_ATTR, "dense_packed").with_attr("op_pattern", OPAQUE)
+
+
+# ---- planning a program ------------------------------------------------------------------
+@cache
+def host_lanes() -> int:
+    """float32 lanes of the build target's vectors (16 with AVX-512)."""
+    return vector_lanes(cpu_target(), 32)
+
+
+@dataclass
+class PackedLinear:
+    lead: tuple[int, ...]
+    k: int
+    n: int
+    tiles: DenseTiles
+    weight: str  # the parameter's name
+
+
+@dataclass
+class DensePlan:
+    """Which linears of a block take the packed kernel, decided before lowering.
+
+    A linear qualifies when it is float32, its weight is a `kiln.param`, it is alone in
+    its fusion group and `use_packed` says so. A parameter whose every use is the weight
+    of a packed linear is bound packed only (`replaced`): the executable never sees it.
+    """
+
+    sites: dict[KilnOp, PackedLinear] = field(default_factory=dict)
+    replaced: set[str] = field(default_factory=set)
+    paths: dict[str, str] = field(default_factory=dict)  # weight -> path taken, and why
+    threads: int = 2
+    _packed: dict[tuple[str, int], relax.Var] = field(default_factory=dict)
+
+    @staticmethod
+    def of(block: Any, options: DenseOptions | None = None) -> DensePlan:
+        options = options or DenseOptions()
+        plan = DensePlan(threads=options.threads)
+        lanes, cpu = host_lanes(), host_cpu()
+        sizes: dict[int, int] = {}
+        for op in block.ops:
+            group = op.attributes.get("group")
+            if group is not None:
+                sizes[group.value.data] = sizes.get(group.value.data, 0) + 1
+        for op in block.ops:
+            if not isinstance(op, LinearOp) or not isinstance(op.operands[1].owner, ParamOp):
+                continue  # a quantized weight (a dequantize) takes quant_lower.py's path
+            site, why = _site(op, sizes, options, lanes, cpu)
+            plan.paths[op.operands[1].owner.opt("name")] = why
+            if site is not None:
+                plan.sites[op] = site
+        packed_only: dict[str, bool] = {}  # several param ops may share a name
+        for op in block.ops:
+            if isinstance(op, ParamOp):
+                only = all(u.operation in plan.sites and u.index == 1 for u in op.result.uses)
+                packed_only[op.opt("name")] = packed_only.get(op.opt("name"), True) and only
+        weights = {site.weight for site in plan.sites.values()}
+        plan.replaced = {name for name, only in packed_only.items() if only and name in weights}
+        return plan
+
+    def emit(self, bb: relax.BlockBuilder, step: list[KilnOp], env: dict, derived: Any) -> bool:
+        """Emit `step` if it is a packed linear; False leaves it to the lowering's table."""
+        site = self.sites.get(step[0]) if len(step) == 1 else None
+        if site is None:
+            return False
+        op = step[0]
+        bias = op.bias is not None
+        func = dense_packed_func(site.lead, site.k, site.n, site.tiles, bias, self.threads)
+        dims = "x".join(map(str, (*site.lead, site.k, site.n)))
+        gv = bb.add_func(
+            func.without_attr("global_symbol"), f"kiln_dense_{dims}" + ("_bias" if bias else "")
+        )
+        args = [env[op.operands[0]], self._packed_weight(site, derived)] + (
+            [env[op.bias]] if bias else []
+        )
+        out_ty = relax.TensorType([*site.lead, site.n], "float32")
+        env[op.results[0]] = bb.emit(relax.call_tir(gv, args, out_ty))
+        return True
+
+    def _packed_weight(self, site: PackedLinear, derived: Any) -> relax.Var:
+        key = (site.weight, site.tiles.nb)
+        if key not in self._packed:
+            nb, name = site.tiles.nb, site.weight
+            shape = [math.ceil(site.n / nb), site.k, nb]
+            self._packed[key] = derived.add(
+                f"{name}.packed{nb}", lambda p: pack_weight(p[name], nb), shape, "float32"
+            )
+        return self._packed[key]
+
+
+def _site(
+    op: LinearOp, sizes: dict[int, int], options: DenseOptions, lanes: int, cpu: str
+) -> tuple[PackedLinear | None, str]:
+    """The packed problem of a linear, or None and why it stays on the library path."""
+    group = op.attributes.get("group")
+    if group is not None and sizes[group.value.data] != 1:
+        return None, "library: fused with other ops"
+    if any(dtypes.dtype_of(v.type) != torch.float32 for v in [*op.operands, op.results[0]]):
+        return None, "library: not float32"
+    xs, (n, k) = dtypes.shape_of(op.operands[0].type), dtypes.shape_of(op.operands[1].type)
+    m = math.prod(xs[:-1])
+    if len(xs) < 2:
+        return None, "library: 1-d input"
+    if not use_packed(m, k, n, options, lanes, cpu):
+        return None, f"library: {m}x{k}->{n} outside the rule (policy {options.policy})"
+    tiles = choose_tiles(tiled_length(tuple(xs[:-1])), n, lanes)
+    site = PackedLinear(tuple(xs[:-1]), k, n, tiles, op.operands[1].owner.opt("name"))
+    return site, f"packed: {m}x{k}->{n}, nb={tiles.nb} mt={tiles.mt}"
