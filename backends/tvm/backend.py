@@ -29,7 +29,8 @@ from ir.text import print_module
 # 4: packed quantized weights: dequantize fused into linear/matmul TIR kernels (quant_lower.py).
 # 5: loop-structure knobs in ScheduleOptions (vector lanes, tile, loop order, parallel depth, unroll).
 # 6: linears on parameter weights run a TIR kernel over weights packed at load time (dense_packed.py).
-CODEGEN_VERSION = "6"
+# 7: vector width from the CPU's ISA features (AVX2 hosts had been given 16 lanes).
+CODEGEN_VERSION = "7"
 
 
 @dataclass

@@ -54,9 +54,10 @@ class DenseOptions:
     """
 
     policy: str = "auto"
-    min_lanes: int = 16  # auto: AVX-512 (16 floats per vector) or wider
-    max_rows: int = 4096  # auto, AMD (BLAS runs its AVX2 code there): at most this many rows
-    max_rows_other: int = 32  # auto, other AVX-512 CPUs (unmeasured): the weight-bound regime
+    min_lanes: int = 8  # auto: AVX2 (8 floats per vector) or wider
+    max_rows: int = 4096  # auto, AMD with AVX-512 (BLAS runs its AVX2 code there): rows at most
+    max_rows_avx2: int = 128  # auto, AMD with AVX2 only (measured on Zen 1): rows at most
+    max_rows_other: int = 32  # auto, other CPUs (unmeasured): the weight-bound regime
     max_weight_bytes: int = 256 << 20  # auto: packed weight at most this big
     threads: int = 2
 
@@ -102,14 +103,18 @@ def use_packed(
     """The rule (NOTES.md, "Packed dense"). On AMD with AVX-512 (`cpu` is LLVM's name,
     `znver*`), where torch's BLAS runs AVX2 code, the kernel won every measured shape, so
     every linear within the measured envelope (`max_rows`, `max_weight_bytes`) takes it.
-    On other AVX-512 CPUs BLAS has AVX-512 kernels of its own: only few rows
+    On AMD with AVX2 only (Zen 1 measured) it wins up to 128 rows and loses from 512
+    (`max_rows_avx2`). On other CPUs BLAS has kernels tuned for them: only few rows
     (`max_rows_other`), where a linear is bound by reading W and the packed layout plus
-    no library hop is what wins. Without AVX-512: the library (not measured).
+    no library hop is what wins. Narrower than AVX2: the library.
     """
     if options.policy != "auto":
         return options.policy == "packed"
     nb = block_width(n, lanes)
-    rows = options.max_rows if cpu.startswith("znver") else options.max_rows_other
+    if not cpu.startswith("znver"):
+        rows = options.max_rows_other
+    else:
+        rows = options.max_rows if lanes >= 16 else options.max_rows_avx2
     weight = 4 * k * nb * math.ceil(n / nb)
     return lanes >= options.min_lanes and m <= rows and weight <= options.max_weight_bytes
 

@@ -19,8 +19,10 @@ from backends.tvm.backend import TVMBackend
 from backends.tvm.dense_packed import (
     DenseOptions,
     DenseTiles,
+    block_width,
     choose_tiles,
     dense_packed_func,
+    host_lanes,
     pack_weight,
     tiled_length,
     use_packed,
@@ -96,7 +98,9 @@ def test_tiles_and_rule():
     assert tiled_length((2, 32)) == 32 and tiled_length((8, 1)) == 8 and tiled_length((1,)) == 1
     auto = DenseOptions()
     assert use_packed(8, 256, 512, auto) and use_packed(4096, 1024, 1024, auto)
-    assert not use_packed(8, 256, 512, auto, lanes=8)  # no AVX-512: not measured, the library
+    assert use_packed(128, 256, 512, auto, lanes=8, cpu="znver1")  # AVX2 Zen 1: few rows
+    assert not use_packed(512, 256, 512, auto, lanes=8, cpu="znver1")  # MKL wins there
+    assert not use_packed(8, 256, 512, auto, lanes=4)  # SSE only: the library
     # An AVX-512 CPU whose BLAS has AVX-512 kernels too: only the weight-bound few rows.
     assert use_packed(32, 256, 512, auto, cpu="sapphirerapids")
     assert not use_packed(64, 256, 512, auto, cpu="sapphirerapids")
@@ -162,8 +166,13 @@ def test_backend_binds_weights_packed():
     # Each weight is bound once, packed [N/nb, K, nb]; the embedding table is also read by
     # the gather, so it stays bound as is too. The linears' originals are not bound at all.
     shapes = sorted(tuple(p.shape) for p in kernel.params)
-    assert shapes.count((4, 64, 32)) == 1 and shapes.count((4, 100, 32)) == 1
-    assert shapes.count((2, 100, 32)) == 1 and shapes.count((1, 64, 32)) == 1
+
+    def packed(n: int, k: int) -> tuple[int, int, int]:  # nb: 32 with AVX-512, 16 with AVX2
+        nb = block_width(n, host_lanes())
+        return (-(-n // nb), k, nb)
+
+    assert shapes.count(packed(100, 64)) == 1 and shapes.count(packed(100, 100)) == 1
+    assert shapes.count(packed(64, 100)) == 1 and shapes.count(packed(20, 64)) == 1
     assert (20, 64) in shapes
     assert (100, 64) not in shapes and (100, 100) not in shapes and (64, 100) not in shapes
     assert all(path.startswith("packed") for path in kernel.dense_paths.values())
