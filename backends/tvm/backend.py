@@ -100,8 +100,15 @@ class TVMBackend:
         dense = DenseOptions(policy=options.extra.get("dense", "auto"), threads=threads)
         if dense != DenseOptions():
             ir_text += f"\0dense:{dense.policy}:{dense.threads}"
-        key = artifact_key(ir_text, str(target))
         lowered = lower_program(program, dense)
+        params = [t.detach().contiguous() for t in lowered.bind(program.params)]
+        # The lowering's decisions that depend on this host (which linears run packed, each
+        # quantized weight's path) and the executable's parameter signature are part of the
+        # key: a rule that changes between builds must miss the cache, never load an
+        # executable that expects other parameters.
+        ir_text += "\0paths:" + json.dumps([lowered.dense_paths, lowered.quant_paths], sort_keys=True)
+        ir_text += "\0params:" + ";".join(f"{tuple(p.shape)}{p.dtype}" for p in params)
+        key = artifact_key(ir_text, str(target))
         for op in program.kiln_ops():  # re-register reference kernels a cached artifact calls
             if op.name in lowered.reference_ops:
                 register_reference(op)
@@ -130,7 +137,6 @@ class TVMBackend:
             artifacts["relax"] = options.out_dir / "relax.py"
             artifacts["relax"].write_text(lowered.module.script())
         vm = relax.VirtualMachine(executable, tvm.cpu())
-        params = [t.detach().contiguous() for t in lowered.bind(program.params)]
         return TVMKernel(
             vm["main"], params, num_kernels, hit, artifacts, lowered.reference_ops, tuned, hits,
             lowered.quant_paths, lowered.dense_paths,

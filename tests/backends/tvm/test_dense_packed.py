@@ -178,6 +178,24 @@ def test_backend_binds_weights_packed():
     assert all(path.startswith("packed") for path in kernel.dense_paths.values())
 
 
+def test_a_changed_rule_misses_the_artifact_cache(tmp_path, monkeypatch):
+    """Which linears run packed depends on the host and on the rule; an artifact built under
+    another decision expects other parameters, so it must not be loaded (it was, once: a
+    rule change without a version bump crashed `gpt` with an ndim mismatch)."""
+    from backends.tvm import dense_packed
+
+    model, x, program = _tied()
+    first = TVMBackend().build(program, BuildOptions(cache_dir=tmp_path))
+    again = TVMBackend().build(program, BuildOptions(cache_dir=tmp_path))
+    assert not first.cache_hit and again.cache_hit
+    monkeypatch.setattr(dense_packed, "use_packed", lambda *args, **kwargs: False)
+    changed = TVMBackend().build(program, BuildOptions(cache_dir=tmp_path))
+    assert not changed.cache_hit
+    assert all(path.startswith("library") for path in changed.dense_paths.values())
+    with torch.no_grad():
+        torch.testing.assert_close(changed(x)[0], model(x), **TOL)
+
+
 def test_library_policy_keeps_torch_gemm():
     model, x, program = _tied()
     kernel = TVMBackend().build(program, BuildOptions(cache_dir=None, extra={"dense": "library"}))
