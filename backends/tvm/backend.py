@@ -85,10 +85,18 @@ class TVMBackend:
         from backends.tvm.knobs import schedule_options
         from backends.tvm.lower import lower_program
         from backends.tvm.reference import register_reference
-        from backends.tvm.target import ThreadConfig, configure_threads, cpu_target
+        from backends.tvm.target import (
+            ThreadConfig,
+            configure_threads,
+            cpu_target,
+            default_thread_config,
+        )
 
         threads = options.num_threads or 2
-        configure_threads(ThreadConfig(num_threads=threads))
+        # Threads the code is built for; the pools are sized once per process, by the user's
+        # choice or by the rule that keeps TVM's and torch's workers from fighting.
+        pool = configure_threads(ThreadConfig(num_threads=threads) if options.num_threads
+                                 else default_thread_config(threads))
         library.register_library()
         target = cpu_target()
         tuned, hits = tuned_configs(program, options, str(target), threads)
@@ -96,8 +104,10 @@ class TVMBackend:
         if tuned:
             ir_text += "\0tuned:" + json.dumps(tuned, sort_keys=True)
         # Which linears run the packed TIR kernel (`dense_packed.py`): extra["dense"] is
-        # auto (the measured rule), packed or library.
-        dense = DenseOptions(policy=options.extra.get("dense", "auto"), threads=threads)
+        # auto (the measured rule), packed or library; the kernel gets the threads TVM's
+        # pool really has (a serial pool: no parallel loop, and the rule is stricter).
+        dense = DenseOptions(policy=options.extra.get("dense", "auto"),
+                             threads=min(threads, pool.num_threads))
         if dense != DenseOptions():
             ir_text += f"\0dense:{dense.policy}:{dense.threads}"
         lowered = lower_program(program, dense)

@@ -115,6 +115,11 @@ def use_packed(
         rows = options.max_rows_other
     else:
         rows = options.max_rows if lanes >= 16 else options.max_rows_avx2
+    if options.threads < 2 and lanes < 16:
+        # A serial kernel against torch's GEMM on all cores (`default_thread_config`): on
+        # AVX2 only the weight-bound few rows still win (Zen 1: mlp's 8 rows 1.6x; encoder's
+        # and gpt's 128-row linears lost, 26 vs 17 ms and 31 vs 23 ms per model).
+        rows = min(rows, options.max_rows_other)
     weight = 4 * k * nb * math.ceil(n / nb)
     return lanes >= options.min_lanes and m <= rows and weight <= options.max_weight_bytes
 

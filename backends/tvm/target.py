@@ -28,6 +28,7 @@ job, per the house rule that env vars are read in one place.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 
@@ -51,6 +52,34 @@ class ThreadConfig:
     torch_threads: int | None = None
     tvm_spin_count: int | None = 20000
     bind_threads: bool = False
+
+
+def libgomp_spins(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether torch's OpenMP worker busy-waits after each parallel region (libgomp's
+    default, until ``OMP_WAIT_POLICY=PASSIVE`` or a small ``GOMP_SPINCOUNT`` at process
+    start). Read from the environment because libgomp read it when torch loaded it; Kiln
+    cannot change it afterwards."""
+    if environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE":
+        return False
+    spin = environ.get("GOMP_SPINCOUNT", "").strip()
+    return not (spin.isdigit() and int(spin) <= MAX_POLITE_GOMP_SPIN)
+
+
+# GOMP_SPINCOUNT at or below which libgomp's worker leaves the core soon enough (10000 measured).
+MAX_POLITE_GOMP_SPIN = 100_000
+
+
+def default_thread_config(cores: int = 2, omp_spins: bool | None = None) -> ThreadConfig:
+    """The pools when the user did not choose: TVM's as wide as the cores, unless torch's
+    OpenMP worker busy-waits (`libgomp_spins`). Then the two workers fight for the second
+    core after every switch between a library call and a parallel TIR kernel: on a 2-core
+    Zen 1, `gpt` ran 67 ms with both pools at 2 threads, 19.5 ms with TIR serial (torch at 2),
+    21 ms with both at 2 and GOMP_SPINCOUNT=10000; eager took 21-26 ms (NOTES.md, Threads).
+    So TIR runs serially and torch keeps the cores."""
+    spins = libgomp_spins() if omp_spins is None else omp_spins
+    if cores > 1 and spins:
+        return ThreadConfig(num_threads=1, torch_threads=cores)
+    return ThreadConfig(num_threads=cores)
 
 
 @cache

@@ -101,6 +101,10 @@ def test_tiles_and_rule():
     assert use_packed(128, 256, 512, auto, lanes=8, cpu="znver1")  # AVX2 Zen 1: few rows
     assert not use_packed(512, 256, 512, auto, lanes=8, cpu="znver1")  # MKL wins there
     assert not use_packed(8, 256, 512, auto, lanes=4)  # SSE only: the library
+    serial = DenseOptions(threads=1)  # TVM's pool serial, torch's GEMM on every core
+    assert use_packed(32, 256, 512, serial, lanes=8, cpu="znver1")
+    assert not use_packed(128, 256, 512, serial, lanes=8, cpu="znver1")
+    assert use_packed(4096, 256, 512, serial)  # AVX-512 Zen: 2-3.5x MKL per core, as before
     # An AVX-512 CPU whose BLAS has AVX-512 kernels too: only the weight-bound few rows.
     assert use_packed(32, 256, 512, auto, cpu="sapphirerapids")
     assert not use_packed(64, 256, 512, auto, cpu="sapphirerapids")

@@ -19,7 +19,16 @@ from tvm.relax import op as O
 from backends.tvm import library as L
 from backends.tvm.build import RelaxBuildOptions, Runner, build, build_cached, relax_pipeline
 from backends.tvm.schedule import SCHEDULE_ATTR
-from backends.tvm.target import ThreadConfig, configure_threads, cpu_target, host_cpu, vector_lanes
+from backends.tvm.target import (
+    ThreadConfig,
+    configure_threads,
+    cpu_target,
+    default_thread_config,
+    host_cpu,
+    libgomp_spins,
+    vector_bits,
+    vector_lanes,
+)
 
 TOL = {"atol": 1e-4, "rtol": 1e-4}
 
@@ -61,6 +70,24 @@ def test_target_names_the_host_cpu():
     assert str(target.attrs["mcpu"]) == host_cpu()
     assert vector_lanes(target, 32) >= 4
     assert "fast-math-reassoc" not in cpu_target(fast_math=False).attrs
+
+
+def test_vector_width_comes_from_the_isa_not_llvms_preferred_width():
+    # LLVM's answer is 512 for every x86 CPU; AVX2 hosts must get 256-bit kernels.
+    assert vector_bits(tvm.target.Target({"kind": "llvm", "mcpu": "haswell"})) == 256
+    assert vector_bits(tvm.target.Target({"kind": "llvm", "mcpu": "znver1"})) == 256
+    assert vector_bits(tvm.target.Target({"kind": "llvm", "mcpu": "znver4"})) == 512
+    assert vector_bits(tvm.target.Target({"kind": "llvm", "mcpu": "x86-64"})) == 128
+
+
+def test_tir_runs_serially_by_default_while_torchs_openmp_worker_spins():
+    assert libgomp_spins({}) and libgomp_spins({"GOMP_SPINCOUNT": "300000"})
+    assert libgomp_spins({"GOMP_SPINCOUNT": "lots"})  # libgomp ignores it too
+    assert not libgomp_spins({"OMP_WAIT_POLICY": "passive"})
+    assert not libgomp_spins({"GOMP_SPINCOUNT": "10000"})
+    assert default_thread_config(2, omp_spins=True) == ThreadConfig(num_threads=1, torch_threads=2)
+    assert default_thread_config(2, omp_spins=False) == ThreadConfig(num_threads=2)
+    assert default_thread_config(1, omp_spins=True) == ThreadConfig(num_threads=1)
 
 
 def test_configure_threads_sizes_both_pools():
