@@ -114,6 +114,8 @@ def compile_graph(
                 "artifacts": {k: str(v) for k, v in kernel.artifacts.items()},
                 # quantized weight -> where the backend decodes it (fused into a matmul, ...)
                 "quant_paths": dict(getattr(kernel, "quant_paths", {})),
+                # linear weight -> packed TIR kernel or library GEMM, and why (TVM)
+                "dense_paths": dict(getattr(kernel, "dense_paths", {})),
             })
             steps.append(Step(kernel, conversion.inputs, conversion.outputs))
         for node in eager_by_level.get(level, []):
@@ -140,6 +142,7 @@ def compile_graph(
         "decisions": partitions_report[0]["decisions"] if len(partitions_report) == 1 else {},
         "partitions": partitions_report,
         "quant_paths": {w: path for p in partitions_report for w, path in p["quant_paths"].items()},
+        "dense_paths": {w: path for p in partitions_report for w, path in p["dense_paths"].items()},
         "notes": graph.notes,
     }
     if build_opts.kernel_configs is not None:

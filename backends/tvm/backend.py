@@ -107,9 +107,10 @@ class TVMBackend:
         # auto (the measured rule), packed or library; the kernel gets the threads TVM's
         # pool really has (a serial pool: no parallel loop, and the rule is stricter).
         dense = DenseOptions(policy=options.extra.get("dense", "auto"),
-                             threads=min(threads, pool.num_threads))
+                             threads=min(threads, pool.num_threads),
+                             library_threads=pool.torch_threads or pool.num_threads)
         if dense != DenseOptions():
-            ir_text += f"\0dense:{dense.policy}:{dense.threads}"
+            ir_text += f"\0dense:{dense.policy}:{dense.threads}:{dense.library_threads}"
         lowered = lower_program(program, dense)
         params = [t.detach().contiguous() for t in lowered.bind(program.params)]
         # The lowering's decisions that depend on this host (which linears run packed, each

@@ -59,7 +59,8 @@ class DenseOptions:
     max_rows_avx2: int = 128  # auto, AMD with AVX2 only (measured on Zen 1): rows at most
     max_rows_other: int = 32  # auto, other CPUs (unmeasured): the weight-bound regime
     max_weight_bytes: int = 256 << 20  # auto: packed weight at most this big
-    threads: int = 2
+    threads: int = 2  # TVM's pool: the kernel's parallel loop
+    library_threads: int = 2  # torch's pool: the GEMM the kernel is judged against
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -115,7 +116,7 @@ def use_packed(
         rows = options.max_rows_other
     else:
         rows = options.max_rows if lanes >= 16 else options.max_rows_avx2
-    if options.threads < 2 and lanes < 16:
+    if options.threads < options.library_threads and lanes < 16:
         # A serial kernel against torch's GEMM on all cores (`default_thread_config`): on
         # AVX2 only the weight-bound few rows still win (Zen 1: mlp's 8 rows 1.6x; encoder's
         # and gpt's 128-row linears lost, 26 vs 17 ms and 31 vs 23 ms per model).

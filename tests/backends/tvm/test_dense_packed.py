@@ -102,6 +102,7 @@ def test_tiles_and_rule():
     assert not use_packed(512, 256, 512, auto, lanes=8, cpu="znver1")  # MKL wins there
     assert not use_packed(8, 256, 512, auto, lanes=4)  # SSE only: the library
     serial = DenseOptions(threads=1)  # TVM's pool serial, torch's GEMM on every core
+    assert use_packed(128, 256, 512, DenseOptions(threads=1, library_threads=1), lanes=8, cpu="znver1")
     assert use_packed(32, 256, 512, serial, lanes=8, cpu="znver1")
     assert not use_packed(128, 256, 512, serial, lanes=8, cpu="znver1")
     assert use_packed(4096, 256, 512, serial)  # AVX-512 Zen: 2-3.5x MKL per core, as before
