@@ -116,6 +116,7 @@ def compile_graph(
                 "quant_paths": dict(getattr(kernel, "quant_paths", {})),
                 # linear weight -> packed TIR kernel or library GEMM, and why (TVM)
                 "dense_paths": dict(getattr(kernel, "dense_paths", {})),
+                "pool_threads": dict(getattr(kernel, "pool_threads", {})),
             })
             steps.append(Step(kernel, conversion.inputs, conversion.outputs))
         for node in eager_by_level.get(level, []):
@@ -143,6 +144,7 @@ def compile_graph(
         "partitions": partitions_report,
         "quant_paths": {w: path for p in partitions_report for w, path in p["quant_paths"].items()},
         "dense_paths": {w: path for p in partitions_report for w, path in p["dense_paths"].items()},
+        "pool_threads": next((p["pool_threads"] for p in partitions_report if p["pool_threads"]), {}),
         "notes": graph.notes,
     }
     if build_opts.kernel_configs is not None:

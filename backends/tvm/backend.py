@@ -47,6 +47,8 @@ class TVMKernel:
     tuning_hits: int = 0  # TIR kernels that found a tuned record (default or not)
     quant_paths: dict[str, str] = field(default_factory=dict)  # quantized weight -> path
     dense_paths: dict[str, str] = field(default_factory=dict)  # linear weight -> packed/library
+    # The pools in force, {"tvm": n, "torch": m}: TVM's may be serial (`default_thread_config`).
+    pool_threads: dict[str, int] = field(default_factory=dict)
 
     @property
     def param_bytes(self) -> int:
@@ -151,6 +153,7 @@ class TVMBackend:
         return TVMKernel(
             vm["main"], params, num_kernels, hit, artifacts, lowered.reference_ops, tuned, hits,
             lowered.quant_paths, lowered.dense_paths,
+            {"tvm": pool.num_threads, "torch": pool.torch_threads or pool.num_threads},
         )
 
 

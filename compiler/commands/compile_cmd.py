@@ -192,6 +192,17 @@ def import_backend_libraries(target: str) -> float:
     return time.perf_counter() - start
 
 
+def pool_text(pools: dict[str, int]) -> str:
+    """The thread pools in force, and why TIR is serial when it is."""
+    if not pools:
+        return "-"
+    text = f"TVM {pools['tvm']}, torch {pools['torch']}"
+    if pools["tvm"] < pools["torch"]:
+        text += (" (TIR serial: torch's OpenMP worker busy-waits; OMP_WAIT_POLICY=PASSIVE or"
+                 " GOMP_SPINCOUNT=10000 before torch loads lets both pools use every core)")
+    return text
+
+
 def print_report(report: dict[str, Any]) -> None:
     console = Console()
     table = Table(title=f"kiln compile {report['model']} --target {report['target']}", show_header=False)
@@ -208,6 +219,7 @@ def print_report(report: dict[str, Any]) -> None:
         ("tuned", (f"{report.get('tuned_kernels', 0)} kernels with tuned knobs "
                    f"({report.get('tuning_hits', 0)} found in the tuning cache)")),
         ("fallback ops", ", ".join(f"{f['op']} x{f['count']}" for f in report["fallback_ops"]) or "none"),
+        ("threads", pool_text(report.get("pool_threads") or {})),
         ("passes", ", ".join(f"{p['name']} {p['seconds'] * 1e3:.1f} ms" for p in report["passes"])),
     ]
     fusion = report.get("decisions", {}).get("fusion")

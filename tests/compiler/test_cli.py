@@ -127,6 +127,13 @@ def test_compile_check_json_prints_one_report(cache_home: Path) -> None:
     assert report["num_kernels"] >= 1
     assert report["eager_ms"] > 0 and report["kiln_ms"] > 0
     assert {p["name"] for p in report["passes"]} >= {"cse", "dce"}
+    # Imports are startup, not compile; the pools and each linear's path are reported.
+    assert report["startup_s"] > 0
+    from backends.tvm.target import libgomp_spins
+
+    assert report["pool_threads"] == {"tvm": 1 if libgomp_spins() else 2, "torch": 2}
+    assert len(report["dense_paths"]) == 4  # mlp's four linears
+    assert all(path.startswith(("packed", "library")) for path in report["dense_paths"].values())
 
 
 def test_compile_out_writes_ir_artifact_and_per_pass_ir(tmp_path: Path, cache_home: Path) -> None:
