@@ -22,7 +22,9 @@ Why this file exists:
   per kernel) and does not pin it to a core. Measurements in NOTES.md.
 
 Options are plain arguments; reading the environment (``KILN_NUM_THREADS``) is the caller's
-job, per the house rule that env vars are read in one place.
+job, per the house rule that env vars are read in one place. The one exception is
+:func:`libgomp_spins`: how torch's OpenMP pool waits was fixed by the environment libgomp
+read when torch loaded it, and nothing else can tell.
 """
 
 from __future__ import annotations
@@ -54,6 +56,10 @@ class ThreadConfig:
     bind_threads: bool = False
 
 
+# GOMP_SPINCOUNT at or below which libgomp's worker leaves the core soon enough (10000 measured).
+MAX_POLITE_GOMP_SPIN = 100_000
+
+
 def libgomp_spins(environ: Mapping[str, str] = os.environ) -> bool:
     """Whether torch's OpenMP worker busy-waits after each parallel region (libgomp's
     default, until ``OMP_WAIT_POLICY=PASSIVE`` or a small ``GOMP_SPINCOUNT`` at process
@@ -63,10 +69,6 @@ def libgomp_spins(environ: Mapping[str, str] = os.environ) -> bool:
         return False
     spin = environ.get("GOMP_SPINCOUNT", "").strip()
     return not (spin.isdigit() and int(spin) <= MAX_POLITE_GOMP_SPIN)
-
-
-# GOMP_SPINCOUNT at or below which libgomp's worker leaves the core soon enough (10000 measured).
-MAX_POLITE_GOMP_SPIN = 100_000
 
 
 def default_thread_config(cores: int = 2, omp_spins: bool | None = None) -> ThreadConfig:
