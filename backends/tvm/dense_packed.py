@@ -24,14 +24,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 import torch
 from tvm import relax, s_tir, te, tirx
 
 from backends.tvm.schedule import SCHEDULE_ATTR
-from backends.tvm.target import cpu_target, host_cpu, vector_lanes
+from backends.tvm.target import host_cpu, host_lanes
 from ir import dtypes
 from ir.core import KilnOp
 from ir.ops.contraction import LinearOp
@@ -118,8 +117,9 @@ def use_packed(
         rows = options.max_rows if lanes >= 16 else options.max_rows_avx2
     if options.threads < options.library_threads and lanes < 16:
         # A serial kernel against torch's GEMM on all cores (`default_thread_config`): on
-        # AVX2 only the weight-bound few rows still win (Zen 1: mlp's 8 rows 1.6x; encoder's
-        # and gpt's 128-row linears lost, 26 vs 17 ms and 31 vs 23 ms per model).
+        # AVX2 only the weight-bound few rows still win (Zen 1, one benchmark run: mlp's 8-row
+        # linears 1.6x; encoder's 128-row and gpt's 64-row ones lost, 26 vs 17 ms and 31 vs
+        # 23 ms per model).
         rows = min(rows, options.max_rows_other)
     weight = 4 * k * nb * math.ceil(n / nb)
     return lanes >= options.min_lanes and m <= rows and weight <= options.max_weight_bytes
@@ -211,12 +211,6 @@ def _schedule(func: tirx.PrimFunc, tiles: DenseTiles, tiled: int, threads: int) 
 
 
 # ---- planning a program ------------------------------------------------------------------
-@cache
-def host_lanes() -> int:
-    """float32 lanes of the build target's vectors (16 with AVX-512)."""
-    return vector_lanes(cpu_target(), 32)
-
-
 @dataclass
 class PackedLinear:
     lead: tuple[int, ...]

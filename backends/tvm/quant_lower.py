@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 import torch
@@ -29,6 +28,7 @@ from xdsl.ir import Block, SSAValue
 
 from backends.tvm.quant_decode import PackedLayout, unsupported_reason
 from backends.tvm.quant_matmul import OPAQUE, MatmulShape, dequantize_func, quant_matmul_func
+from backends.tvm.target import host_lanes
 from ir import dtypes
 from ir.core import KilnOp
 from ir.ops.contraction import LinearOp, MatmulOp
@@ -56,13 +56,6 @@ class QuantSite:
     def layout(self) -> PackedLayout:
         shape = tuple(self.dequant.opt("shape"))
         return PackedLayout(self.dequant.opt("format"), *rows_of(shape, self.dequant.opt("axis")))
-
-
-@cache
-def _lanes() -> int:
-    from backends.tvm.target import cpu_target, vector_lanes
-
-    return vector_lanes(cpu_target(), 32)
 
 
 def _group_sizes(block: Block) -> dict[int, int]:
@@ -192,7 +185,7 @@ class QuantLowering:
         bias = isinstance(op, LinearOp) and op.bias is not None
         # Parallel loops for large kernels whatever the pool size (the artifact key does not
         # hold the thread count); a 1-thread pool runs them serially at no measurable cost.
-        func = quant_matmul_func(shape, layout, bias, _lanes(), threads=2)
+        func = quant_matmul_func(shape, layout, bias, host_lanes(), threads=2)
         dims = (*shape.a_shape, *shape.out_shape)
         name = _name("kiln_qmm", layout.format, *dims) + ("_bias" if bias else "")
         gv = bb.add_func(func.without_attr("global_symbol"), name)

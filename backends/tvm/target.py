@@ -135,6 +135,12 @@ def vector_lanes(target: Target, dtype_bits: int = 32) -> int:
     return max(vector_bits(target) // dtype_bits, 1)
 
 
+@cache
+def host_lanes(dtype_bits: int = 32) -> int:
+    """Lanes of the host target's vectors: 16 float32 with AVX-512, 8 with AVX2."""
+    return vector_lanes(cpu_target(), dtype_bits)
+
+
 _configured: ThreadConfig | None = None
 
 

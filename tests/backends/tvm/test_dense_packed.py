@@ -22,14 +22,13 @@ from backends.tvm.dense_packed import (
     block_width,
     choose_tiles,
     dense_packed_func,
-    host_lanes,
     pack_weight,
     tiled_length,
     use_packed,
 )
 from backends.tvm.lower import lower_program
 from backends.tvm.schedule import SCHEDULE_ATTR
-from backends.tvm.target import cpu_target
+from backends.tvm.target import cpu_target, host_lanes
 from compiler.capture import convert_nodes, from_model, plan_partitions
 from compiler.capture.convert import users_outside
 from passes import DEFAULT_PIPELINE, run_pipeline
