@@ -140,6 +140,24 @@ def bench(ctx: typer.Context) -> None:
 
 
 @app.command()
+def run(
+    model: str = typer.Argument(..., help="path/to/file.py:factory; factory() returns (model, example_inputs)"),
+    nproc: int = typer.Option(2, "--nproc", min=1, help="Processes (gloo ranks on loopback)."),
+    mesh: Optional[str] = typer.Option(None, "--mesh", help="Device mesh, e.g. 4 or 2x2 (default: --nproc)."),
+    pipeline: Optional[str] = typer.Option(None, "--pipeline", "-p", help='Plan, e.g. "shard{mesh=2 solver=ilp}".'),
+    check: bool = typer.Option(False, "--check", help="Compare with single-device eager; exit 1 on mismatch."),
+    atol: float = typer.Option(1e-4, help="Absolute tolerance for --check."),
+    rtol: float = typer.Option(1e-4, help="Relative tolerance for --check."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    timeout: float = typer.Option(60.0, "--timeout", min=1, help="Process-group timeout in seconds."),
+) -> None:
+    """Run a model's parallel plan on N torch.distributed ranks (see compiler/commands/run_cmd.py)."""
+    from compiler.commands.run_cmd import run_run
+
+    run_run(model, nproc, mesh, pipeline, check, atol, rtol, as_json, timeout)
+
+
+@app.command()
 def calibrate(
     threads: int = typer.Option(2, help="Threads to measure with (the cores Kiln will use)."),
 ) -> None:
