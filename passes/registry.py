@@ -39,6 +39,7 @@ BUILTIN_PASS_MODULES = (
     "passes.fusion",
     "passes.quantization",
     "passes.reuse_factor",
+    "passes.shard",
 )
 
 # xDSL passes Kiln pipelines may name, loaded on first use.
