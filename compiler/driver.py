@@ -69,6 +69,8 @@ def compile_graph(
     if opts.strict and plan.failures:
         node, err = next(iter(plan.failures.items()))
         raise StrictCaptureError(f"unsupported op {err.op} in forward (node {err.node}): {err.reason}")
+    if plan.failures and not backend.capabilities().eager_fallback:
+        raise StrictCaptureError(no_fallback_message(opts.target, list(plan.failures.values())))
     pipeline = opts.pipeline if opts.pipeline is not None else backend.pipeline()
     build_opts = BuildOptions(
         cache_dir=(opts.cache_dir or default_cache_dir()) if opts.use_cache else None,
@@ -133,6 +135,9 @@ def compile_graph(
         "num_partitions": len(partitions_report),
         "fallback_ops": plan.fallback_counts(),
         "fallback_reasons": sorted({f"{e.op}: {e.reason}" for e in plan.failures.values()}),
+        # contraction FLOPs of the whole graph and of its eager fallback nodes: the share
+        # Kiln's own kernels run, which op counts hide (one attention left to eager)
+        **flop_shares(plan),
         "passes": [{"name": k, "seconds": round(v, 6)} for k, v in pass_times.items()],
         "capture_s": capture_s,
         "compile_s": time.perf_counter() - start,
@@ -150,9 +155,31 @@ def compile_graph(
     if build_opts.kernel_configs is not None:
         build_opts.kernel_configs.close()
     run = fast or runner
-    if graph.input_positions is not None and graph.input_positions != list(range(len(graph.inputs))):
+    # Dynamo passes module state as arguments next to the user's; those were bound at
+    # compile time, so the call keeps only the user's positions. Compare against the
+    # caller's argument count, not the kept inputs': [0] of 29 arguments is not identity.
+    if graph.input_positions is not None and graph.input_positions != list(range(len(example_inputs))):
         run = _select_inputs(run, graph.input_positions)
     return CompiledModule(run, graph.in_spec, None if flat_outputs else graph.out_spec, report)
+
+
+def no_fallback_message(target: str, failures: list[Any]) -> str:
+    """One line: the first op the target cannot run, and that it has no eager fallback."""
+    err = failures[0]
+    others = sorted({e.op for e in failures[1:]} - {err.op})
+    more = f" (also unsupported: {', '.join(others)})" if others else ""
+    return (f"unsupported op {err.op} in forward (node {err.node}): {err.reason}{more}; target "
+            f"'{target}' cannot fall back to eager PyTorch (the design runs whole on the device): "
+            "remove the op or compile for tvm or triton")
+
+
+def flop_shares(plan) -> dict[str, Any]:
+    from compiler.capture.flops import node_flops
+
+    total = node_flops(plan.compute)
+    fallback = node_flops(plan.eager_nodes()) if plan.failures else 0
+    share = 1.0 - fallback / total if total else (1.0 if not plan.failures else None)
+    return {"flops_total": total, "flops_fallback": fallback, "kiln_flop_share": share}
 
 
 def tuned_configs(opts: CompileOptions):
@@ -190,10 +217,12 @@ def _run_passes(program, pipeline, opts, dump, part_inputs, input_nodes, graph, 
     if "quantize" not in {p.strip().split("{")[0] for p in pipeline.split(",")}:
         return run_pipeline(program.module, pipeline, verify=opts.verify_each_pass, dump_ir=dump), None
     from compiler.calibration import run_pipeline_quantized
+    from passes import PipelineError
 
     user = dict(zip(input_nodes, _user_tensors(graph, example_inputs)))
     if not all(n in user for n in part_inputs):
-        raise ValueError("quantize needs a partition fed by the model's inputs; this graph has eager ops before it")
+        raise PipelineError("quantize needs a partition fed by the model's inputs; this graph has eager ops "
+                            "before it (see fallback_ops)")
     inputs = [user[n] for n in part_inputs]
     return run_pipeline_quantized(program, pipeline, inputs, verify=opts.verify_each_pass, dump_ir=dump)
 

@@ -16,6 +16,9 @@ import torch
 import torch.fx
 from torch.export.graph_signature import InputKind, OutputKind
 
+from compiler.capture.fastpath import decompose_fast_paths
+from compiler.capture.functionalize import functionalize
+
 
 class CaptureError(RuntimeError):
     """The model could not be captured at all (export failed, mutation, dynamic shapes)."""
@@ -69,7 +72,11 @@ def _from_exported(ep: torch.export.ExportedProgram) -> AtenGraph:
             consts[name] = ep.constants[spec.target]
         else:
             raise CaptureError(f"unsupported exported input {name} of kind {spec.kind.name}")
-    return AtenGraph(ep.graph_module.graph, consts, inputs, ep.call_spec.out_spec, ep.call_spec.in_spec)
+    graph = AtenGraph(ep.graph_module.graph, consts, inputs, ep.call_spec.out_spec, ep.call_spec.in_spec)
+    rewritten = functionalize(graph.graph)
+    if rewritten:
+        graph.notes.append(f"{rewritten} in-place ops rewritten to their functional forms")
+    return graph
 
 
 def from_dynamo(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> AtenGraph:
@@ -80,6 +87,7 @@ def from_dynamo(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Aten
     """
     if any(not isinstance(x, torch.Tensor) for x in example_inputs):
         raise CaptureError("graph has symbolic (dynamic) inputs; Kiln compiles static shapes")
+    fast_paths = decompose_fast_paths(gm)
     try:
         ep = torch.export.export(gm, tuple(example_inputs), strict=False)
     except Exception as err:
@@ -97,6 +105,8 @@ def from_dynamo(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Aten
             positions.append(position)
     graph.inputs, graph.input_positions = inputs, positions
     _check_no_state_writes(graph)
+    if fast_paths:
+        graph.notes.append(f"{fast_paths} fused fast-path ops (transformer layer, MHA) decomposed")
     graph.notes.append(f"{sum(bound)} of {len(bound)} Dynamo inputs are module state, bound at compile time")
     return graph
 

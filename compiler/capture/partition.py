@@ -51,10 +51,13 @@ class PartitionPlan:
 
 
 def plan_partitions(graph: AtenGraph) -> PartitionPlan:
-    consts = _fold(graph)
+    folded = _fold(graph)
+    # Tensor-valued folds become params; a folded list (chunk/split of a weight) is only
+    # read through its folded getitems, so it is neither compute nor a partition output.
+    consts = {n: v for n, v in folded.items() if isinstance(v, torch.Tensor)}
     compute = [
         n for n in graph.graph.nodes
-        if n.op == "call_function" and n not in consts and n.target not in IGNORED
+        if n.op == "call_function" and n not in folded and n.target not in IGNORED
     ]
     trial = convert_nodes(compute, consts, outputs=[], trial=True)
     failures = trial.failures
@@ -70,7 +73,7 @@ def plan_partitions(graph: AtenGraph) -> PartitionPlan:
     return PartitionPlan(compute, consts, levels, supported, failures)
 
 
-def _fold(graph: AtenGraph) -> dict[torch.fx.Node, torch.Tensor]:
+def _fold(graph: AtenGraph) -> dict[torch.fx.Node, object]:
     """Values of placeholders bound at compile time and of nodes computed only from them."""
     consts: dict[torch.fx.Node, object] = {}
     for node in graph.graph.nodes:
@@ -81,7 +84,7 @@ def _fold(graph: AtenGraph) -> dict[torch.fx.Node, torch.Tensor]:
             kwargs = torch.fx.node.map_arg(node.kwargs, lambda n: consts[n])
             with torch.no_grad():
                 consts[node] = node.target(*args, **kwargs)
-    return {n: v for n, v in consts.items() if isinstance(v, torch.Tensor)}
+    return consts
 
 
 def _foldable(node: torch.fx.Node, consts: dict) -> bool:
