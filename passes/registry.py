@@ -37,6 +37,7 @@ BUILTIN_PASS_MODULES = (
     "passes.canonicalize",
     "passes.fold_constants",
     "passes.fusion",
+    "passes.memory",
     "passes.quantization",
     "passes.reuse_factor",
     "passes.shard",

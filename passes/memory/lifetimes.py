@@ -1,0 +1,171 @@
+"""Buffer lifetimes from program order after fusion: what needs memory, and when.
+
+A fused group runs as one kernel, so only values that leave their group (read by another
+group, in a later step) are materialized; a value used only inside its group lives in
+registers or the kernel's scratch and needs no buffer. Steps are the groups in the order
+every runtime executes them: repeatedly the ready group whose first op comes earliest (the
+order of `backends/tvm/groups.plan_steps` and Triton's `read_groups`). An op without a
+`group` attribute is a step of its own, so an unfused program plans op by op.
+
+A buffer lives over the closed interval [producer step, last consumer step]: a kernel
+reads its inputs while it writes its outputs, so inputs and outputs of one step overlap
+(no in-place reuse is assumed). Function arguments, parameters, constants and returned
+values are not planned: they belong to the caller (returned values must outlive the call,
+so they cannot sit in an arena that the next call reuses).
+
+Sizes are rounded up to `ALIGN` bytes, so every offset in the arena is aligned for any
+dtype and for SIMD loads; the planners work in these units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from xdsl.dialects import func
+from xdsl.ir import Operation, SSAValue
+
+from ir import dtypes
+
+ALIGN = 64  # bytes; one cache line, the widest SIMD load
+SOURCE_OPS = ("kiln.param", "kiln.constant")
+
+
+@dataclass(frozen=True)
+class Buffer:
+    """One planned value: `size` in ALIGN units, live over steps [start, end]."""
+
+    index: int
+    size: int
+    start: int
+    end: int
+    nbytes: int = 0  # the value's exact bytes (size * ALIGN rounds it up)
+    name: str = ""
+
+    def overlaps(self, other: Buffer) -> bool:
+        return self.start <= other.end and other.start <= self.end
+
+
+@dataclass
+class Lifetimes:
+    """The buffers of one function, plus the weights and values the planner leaves alone."""
+
+    buffers: list[Buffer]
+    num_steps: int
+    values: list[SSAValue] = field(default_factory=list)  # buffer index -> IR value
+    steps: list[list[Operation]] = field(default_factory=list)  # ops of each step, in order
+    weights: list[tuple[SSAValue, int, int]] = field(default_factory=list)  # (value, bytes, reads)
+    returned_bytes: int = 0
+    internal_values: int = 0  # values that stay inside their fused group: no buffer
+
+    def max_live(self) -> int:
+        """The largest total size live at one step: no arena can be smaller (ALIGN units)."""
+        return max_live(self.buffers, self.num_steps)
+
+    def conflicts(self) -> list[tuple[int, int]]:
+        """Pairs (i, j), i < j, of buffers live at a common step."""
+        return conflicts(self.buffers)
+
+
+def max_live(buffers: list[Buffer], num_steps: int | None = None) -> int:
+    if not buffers:
+        return 0
+    steps = num_steps if num_steps is not None else max(b.end for b in buffers) + 1
+    delta = [0] * (steps + 1)
+    for b in buffers:
+        delta[b.start] += b.size
+        delta[b.end + 1] -= b.size
+    best = live = 0
+    for d in delta:
+        live += d
+        best = max(best, live)
+    return best
+
+
+def live_per_step(buffers: list[Buffer], num_steps: int) -> list[list[int]]:
+    """Indices of the buffers live at each step."""
+    live: list[list[int]] = [[] for _ in range(num_steps)]
+    for b in buffers:
+        for t in range(b.start, b.end + 1):
+            live[t].append(b.index)
+    return live
+
+
+def conflicts(buffers: list[Buffer]) -> list[tuple[int, int]]:
+    """Sweep by start step: only intervals that intersect are paired."""
+    order = sorted(buffers, key=lambda b: (b.start, b.end))
+    pairs: list[tuple[int, int]] = []
+    active: list[Buffer] = []
+    for b in order:
+        active = [a for a in active if a.end >= b.start]
+        pairs.extend((min(a.index, b.index), max(a.index, b.index)) for a in active)
+        active.append(b)
+    return sorted(pairs)
+
+
+def group_key(op: Operation, position: int) -> tuple[str, int]:
+    attr = op.attributes.get("group") or op.properties.get("group")
+    return ("g", attr.value.data) if attr is not None else ("op", position)  # type: ignore[union-attr]
+
+
+def execution_steps(fn: func.FuncOp) -> list[list[Operation]]:
+    """The function's compute ops grouped into steps, in the runtimes' execution order."""
+    ops = [op for op in fn.body.block.ops if op.name.startswith("kiln.") and op.name not in SOURCE_OPS]
+    members: dict[tuple[str, int], list[Operation]] = {}
+    for i, op in enumerate(ops):
+        members.setdefault(group_key(op, i), []).append(op)
+    keys = list(members)  # program order of each step's first op
+    owner = {op: k for k, key in enumerate(keys) for op in members[key]}
+    deps = [set() for _ in keys]
+    for k, key in enumerate(keys):
+        for op in members[key]:
+            for v in op.operands:
+                src = v.owner
+                if isinstance(src, Operation) and src in owner and owner[src] != k:
+                    deps[k].add(owner[src])
+    order: list[int] = []
+    done: set[int] = set()
+    pending = list(range(len(keys)))
+    while pending:
+        k = next((k for k in pending if deps[k] <= done), None)
+        if k is None:
+            raise ValueError("map-memory: fusion groups form a cycle; groups must be convex")
+        pending.remove(k)
+        done.add(k)
+        order.append(k)
+    return [members[keys[k]] for k in order]
+
+
+def lifetimes(fn: func.FuncOp, steps: list[list[Operation]] | None = None) -> Lifetimes:
+    """Buffers of `fn` for the given step order (default: `execution_steps(fn)`)."""
+    steps = execution_steps(fn) if steps is None else steps
+    step_of = {op: t for t, ops in enumerate(steps) for op in ops}
+    returned = set(fn.body.block.last_op.operands) if fn.body.block.last_op else set()
+    buffers: list[Buffer] = []
+    values: list[SSAValue] = []
+    internal = 0
+    returned_bytes = 0
+    for t, ops in enumerate(steps):
+        for op in ops:
+            for r in op.results:
+                nbytes = dtypes.nbytes(r.type)
+                if r in returned:
+                    returned_bytes += nbytes
+                    continue
+                readers = [step_of[u.operation] for u in r.uses if u.operation in step_of]
+                outside = [s for s in readers if s != t]
+                if readers and not outside:
+                    internal += 1
+                    continue
+                end = max(outside, default=t)
+                buffers.append(Buffer(len(buffers), -(-max(nbytes, 1) // ALIGN), t, end, nbytes, _name(op, r)))
+                values.append(r)
+    weights = []
+    for op in fn.body.block.ops:
+        if op.name in SOURCE_OPS:
+            r = op.results[0]
+            weights.append((r, dtypes.nbytes(r.type), sum(1 for _ in r.uses)))
+    return Lifetimes(buffers, len(steps), values, steps, weights, returned_bytes, internal)
+
+
+def _name(op: Operation, r: SSAValue) -> str:
+    return f"{op.name.removeprefix('kiln.')}#{r.index}" if len(op.results) > 1 else op.name.removeprefix("kiln.")
