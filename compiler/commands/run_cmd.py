@@ -82,6 +82,10 @@ def run_run(
     except DistributedRunError as err:
         fail(str(err))
     report = dict(results[0])
+    if "collectives_match" in report:
+        report["collectives_match"] = all(r.get("collectives_match") for r in results)
+    if "ok" in report:
+        report["ok"] = all(r.get("ok", True) for r in results)
     report["ranks"] = nproc
     report["mesh"] = mesh_opt
     if as_json:

@@ -1,0 +1,123 @@
+"""Plan once, in the parent: capture the model, run the pipeline, count the collectives it implies.
+
+`plan_model` returns the planned IR (as text, so every rank parses the same module), the
+parameters, eager outputs for `--check`, the pass's summary, and the collectives the plan
+predicts per rank (computed from the placements on the IR with the same
+`reshard_steps` the runtime executes).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from xdsl.dialects import func
+from xdsl.dialects.builtin import ModuleOp
+
+from passes.shard.placement import parse, replicated, reshard_steps
+
+
+class PlanError(ValueError):
+    """The model or pipeline cannot be planned for this mesh; one line."""
+
+
+@dataclass
+class PlannedModel:
+    module_text: str
+    params: dict[str, torch.Tensor]
+    input_order: list[int]  # IR argument i is the model's input input_order[i]
+    eager_outputs: list[torch.Tensor]
+    summary: dict[str, Any]
+    predicted: dict[str, int]
+
+    def payload(self) -> tuple:
+        return (self.module_text, self.params, self.input_order, self.predicted, self.summary)
+
+
+def plan_model(model: torch.nn.Module, inputs: Sequence[torch.Tensor], pipeline: str,
+               mesh: tuple[int, ...]) -> PlannedModel:
+    from compiler.capture import CaptureError, convert_nodes, from_model, plan_partitions
+    from compiler.capture.convert import users_outside
+    from compiler.capture.partition import IGNORED
+    from compiler.driver import module_decisions
+    from ir.program import entry_function
+    from passes import PipelineError, parse_pipeline, run_pipeline
+    from passes.shard import ShardError, ShardPass, parse_mesh_option
+
+    try:
+        passes = parse_pipeline(pipeline)
+    except PipelineError as err:
+        raise PlanError(str(err)) from None
+    shards = [p for p in passes if isinstance(p, ShardPass)]
+    if not shards:
+        raise PlanError(f"pipeline {pipeline!r} has no shard pass; kiln run needs one (e.g. shard{{mesh=2}})")
+    planned = parse_mesh_option(shards[-1].mesh)
+    if planned != tuple(mesh):
+        raise PlanError(f"the pipeline plans for mesh {'x'.join(map(str, planned))} but the run has "
+                        f"{'x'.join(map(str, mesh))} ({_size(mesh)} ranks)")
+    model = model.eval()
+    with torch.no_grad():
+        eager = model(*inputs)
+    try:
+        graph = from_model(model, inputs)
+    except CaptureError as err:
+        raise PlanError(str(err)) from None
+    plan = plan_partitions(graph)
+    parts = plan.partitions()
+    if plan.failures or len(parts) != 1:
+        raise PlanError(f"kiln run shards whole-graph models only; this one splits into {len(parts)} "
+                        f"partitions ({len(plan.failures)} unsupported ops)")
+    conv = convert_nodes(parts[0], plan.consts, users_outside(parts[0], IGNORED))
+    try:
+        run_pipeline(conv.program.module, passes)
+    except (ShardError, PipelineError) as err:
+        raise PlanError(str(err)) from None
+    user = [n.name for n in graph.placeholders()][-len(inputs):]
+    order = [user.index(getattr(n, "name", str(n))) for n in conv.inputs]
+    outs = list(eager) if isinstance(eager, (tuple, list)) else [eager]
+    module = conv.program.module
+    return PlannedModel(str(module), dict(conv.program.params), order, outs,
+                        module_decisions(module).get("shard", {}), predicted_collectives(module))
+
+
+def _size(mesh: tuple[int, ...]) -> int:
+    n = 1
+    for m in mesh:
+        n *= m
+    return n
+
+
+def predicted_collectives(module: ModuleOp) -> dict[str, int]:
+    """Collectives one rank issues under the plan on `module` (every rank issues the same)."""
+    from ir import dtypes
+    from ir.program import entry_function
+
+    fn = entry_function(module)
+    mesh = tuple(int(m) for m in fn.attributes["kiln.mesh"].data.split("x"))  # type: ignore[union-attr]
+    placement = dict(zip(fn.body.block.args, _split(fn.attributes["kiln.arg_placements"].data)))  # type: ignore[union-attr]
+    counts: Counter[str] = Counter()
+
+    def edge(value, dst) -> None:
+        for s in reshard_steps(placement[value], dst, dtypes.shape_of(value.type), mesh, dtypes.nbytes(value.type)):
+            if s.kind != "slice":
+                counts[s.kind] += 1
+
+    for op in fn.body.block.ops:
+        if isinstance(op, func.ReturnOp):
+            for v in op.operands:
+                edge(v, replicated(mesh))
+            continue
+        wants = _split(op.attributes["kiln.operand_placements"].data) if "kiln.operand_placements" in op.attributes else []
+        for v, q in zip(op.operands, wants):
+            edge(v, q)
+        if "kiln.all_reduce" in op.attributes:
+            counts["all_reduce"] += len(op.attributes["kiln.all_reduce"].data.split(","))
+        placement[op.results[0]] = parse(op.attributes["kiln.placement"].data)
+    return dict(counts)
+
+
+def _split(text: str) -> list[tuple[int, ...]]:
+    return [parse(t) for t in text.split(";")] if text else []
