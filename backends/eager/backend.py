@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from backends.base import BuildOptions, Capabilities
+from backends.eager.arena import ArenaInterpreter, arena_bytes
 from ir.dialect import OPS_BY_NAME
 from ir.interpreter import run_function
 from ir.program import Program
@@ -24,8 +25,12 @@ class EagerKernel:
     cache_hit: bool = False
     artifacts: dict[str, Path] = field(default_factory=dict)
 
+    arena: ArenaInterpreter | None = None  # set when `map-memory` planned one arena
+
     def __call__(self, *args: torch.Tensor) -> list[torch.Tensor]:
         with torch.no_grad():
+            if self.arena is not None:
+                return self.arena(args, self.program.params)
             return run_function(self.program.forward, args, self.program.params)
 
 
@@ -42,4 +47,6 @@ class EagerBackend:
 
     def build(self, program: Program, options: BuildOptions) -> EagerKernel:
         count = sum(1 for op in program.kiln_ops() if op.name not in ("kiln.param", "kiln.constant"))
-        return EagerKernel(program, num_kernels=count)
+        size = arena_bytes(program.module)
+        arena = ArenaInterpreter(program.forward, size) if size is not None else None
+        return EagerKernel(program, num_kernels=count, arena=arena)
