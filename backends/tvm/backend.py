@@ -57,6 +57,10 @@ class TVMKernel:
 
     def __call__(self, *args: torch.Tensor) -> list[torch.Tensor]:
         # With torch tensors in, tvm-ffi hands torch tensors back (DLPack in C, no copy).
+        # TIR kernels index compact buffers: a strided view (an eager step's permute or
+        # expand output) is rejected by the VM, so it is made compact first.
+        if not all(a.is_contiguous() for a in args):
+            args = tuple(a.contiguous() for a in args)
         return list(self.vm_main(*args, *self.params))
 
 

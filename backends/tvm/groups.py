@@ -52,7 +52,7 @@ def plan_steps(block: Block) -> list[list[KilnOp]]:
 
 
 def emit_group(bb: relax.BlockBuilder, ops: list[KilnOp], env: dict[SSAValue, Any], derived, reference_ops) -> None:
-    from backends.tvm.lower import bind_results, emit_op, tensor_type
+    from backends.tvm.lower import bind_results, emit_op, tensor_const, tensor_type
 
     members = set(ops)
     external: list[SSAValue] = []
@@ -60,8 +60,8 @@ def emit_group(bb: relax.BlockBuilder, ops: list[KilnOp], env: dict[SSAValue, An
         for operand in op.operands:
             owner = operand.owner
             if not (isinstance(owner, Operation) and owner in members) and operand not in external:
-                if isinstance(owner, ConstantOp):
-                    continue  # constants are rebuilt inside the function
+                if _inline_const(owner):
+                    continue  # scalar constants are rebuilt inside the function
                 external.append(operand)
     outputs = [r for op in ops for r in op.results if any(u.operation not in members for u in r.uses)]
     name = f"kiln_group_{ops[0].attributes['group'].value.data}"
@@ -74,8 +74,8 @@ def emit_group(bb: relax.BlockBuilder, ops: list[KilnOp], env: dict[SSAValue, An
             with gbb.dataflow():
                 for op in ops:
                     for operand in op.operands:
-                        if isinstance(operand.owner, ConstantOp) and operand not in local:
-                            local[operand] = relax.const(operand.owner.to_tensor().numpy())
+                        if _inline_const(operand.owner) and operand not in local:
+                            local[operand] = tensor_const(operand.owner.to_tensor().numpy())
                     out = emit_op(gbb, op, [local[v] for v in op.operands], derived, reference_ops)
                     bind_results(gbb, op, out, local)
                 values = [local[r] for r in outputs]
@@ -91,3 +91,9 @@ def emit_group(bb: relax.BlockBuilder, ops: list[KilnOp], env: dict[SSAValue, An
     else:
         for i, r in enumerate(outputs):
             env[r] = bb.emit(relax.TupleGetItem(call, i))
+
+
+def _inline_const(owner) -> bool:
+    """Scalars are inlined into a fused function; a tensor constant is passed in, since
+    Relax does not allow tensor constants inside primitive functions (FuseTIR rejects them)."""
+    return isinstance(owner, ConstantOp) and len(owner.results[0].type.get_shape()) == 0

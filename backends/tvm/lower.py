@@ -85,7 +85,14 @@ def _dt(value: SSAValue) -> str:
 
 
 def _const(value: float | int | bool, dtype: str) -> relax.Expr:
-    return relax.const(np.array(value, dtype=dtype))
+    return tensor_const(np.array(value, dtype=dtype))
+
+
+def tensor_const(array: np.ndarray) -> relax.Expr:
+    """A Relax constant of the array's own dtype. TVM 0.27's `relax.const` turns a 0-d
+    int64 array into an int32 constant unless told the dtype (then `x + 1` on int64 ids
+    fails to type-check), so the dtype is always passed."""
+    return relax.const(array, str(array.dtype))
 
 
 # ---- the table ---------------------------------------------------------------------------
@@ -162,8 +169,17 @@ def _reciprocal(bb, op, a):
 @lowers("kiln.where")
 def _where(bb, op, a):
     target = _dt(op.result)
-    lhs, rhs = (x if _dt(o) == target else bb.emit(R.astype(x, target)) for x, o in zip(a[1:], op.operands[1:]))
+    lhs, rhs = (_where_branch(bb, x, o, target) for x, o in zip(a[1:], op.operands[1:]))
     return bb.emit(R.where(a[0], lhs, rhs))
+
+
+def _where_branch(bb, x, operand: SSAValue, target: str):
+    """A scalar constant branch becomes `R.full`: legalized `where` would otherwise take
+    the constant as a 0-d tensor argument, which FuseTIR rejects in a fused group."""
+    if isinstance(operand.owner, ConstantOp) and len(dtypes.shape_of(operand.type)) == 0:
+        value = tensor_const(np.array(operand.owner.to_tensor().item(), dtype=target))
+        return bb.emit(R.full(relax.ShapeExpr([]), value, target))
+    return x if _dt(operand) == target else bb.emit(R.astype(x, target))
 
 
 @lowers("kiln.cast")
@@ -228,15 +244,16 @@ def _layer_norm(bb, op, a):
     shape = dtypes.shape_of(op.operands[0].type)[-op.opt("ndims"):]
     dt = _dt(op.result)
     present = iter(a[1:])
-    gamma = next(present) if op.weight is not None else relax.const(np.ones(shape, dtype=dt))
-    beta = next(present) if op.bias is not None else relax.const(np.zeros(shape, dtype=dt))
+    # ones/zeros as ops, not tensor constants: FuseTIR rejects constants in a fused group
+    gamma = next(present) if op.weight is not None else bb.emit(R.ones(relax.ShapeExpr(list(shape)), dt))
+    beta = next(present) if op.bias is not None else bb.emit(R.zeros(relax.ShapeExpr(list(shape)), dt))
     return bb.emit(R.nn.layer_norm(a[0], gamma, beta, _norm_axes(op), op.opt("eps")))
 
 
 @lowers("kiln.rms_norm")
 def _rms_norm(bb, op, a):
     shape = dtypes.shape_of(op.operands[0].type)[-op.opt("ndims"):]
-    weight = a[1] if len(a) > 1 else relax.const(np.ones(shape, dtype=_dt(op.result)))
+    weight = a[1] if len(a) > 1 else bb.emit(R.ones(relax.ShapeExpr(list(shape)), _dt(op.result)))
     return bb.emit(R.nn.rms_norm(a[0], weight, _norm_axes(op), op.opt("eps")))
 
 
@@ -359,7 +376,7 @@ def lower_program(program: Program, dense: DenseOptions | None = None) -> Lowere
                 if isinstance(op, ParamOp):
                     env[op.result] = params[op.opt("name")]
                 elif isinstance(op, ConstantOp):
-                    env[op.result] = relax.const(op.to_tensor().numpy())
+                    env[op.result] = tensor_const(op.to_tensor().numpy())
             for step in plan_steps(block):
                 if quant.emit(bb, step, env):  # packed weights: fused into their matmuls
                     continue
