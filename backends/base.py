@@ -42,6 +42,7 @@ class BuildOptions:
 class Capabilities:
     ops: frozenset[str]  # kiln op names the backend lowers
     fusible: frozenset[str] = frozenset()  # kinds of fused groups it can emit as one kernel
+    eager_fallback: bool = True  # False: every op must lower (an FPGA design has no host path)
 
 
 class Kernel(Protocol):

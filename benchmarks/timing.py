@@ -43,9 +43,12 @@ class TimingStats:
     p90_ms: float
     min_ms: float
     samples: int
+    # the median of each interleaved round: a ratio of two systems' round medians, round
+    # by round, compares them under the same load (`kiln compile` shows that spread)
+    round_medians_ms: tuple[float, ...] = ()
 
     @classmethod
-    def from_seconds(cls, samples: list[float]) -> TimingStats:
+    def from_seconds(cls, samples: list[float], rounds: list[list[float]] | None = None) -> TimingStats:
         if not samples:
             raise ValueError("no timing samples")
         ms = sorted(s * 1e3 for s in samples)
@@ -55,6 +58,7 @@ class TimingStats:
             p90_ms=quantile(ms, 0.90),
             min_ms=ms[0],
             samples=len(ms),
+            round_medians_ms=tuple(statistics.median(r) * 1e3 for r in rounds or () if r),
         )
 
 
@@ -111,7 +115,7 @@ def time_interleaved(
             results[name] = exc
             continue
         per_round[name] = calls_for_round(min(warm), options)
-    samples: dict[str, list[float]] = {name: [] for name in per_round}
+    samples: dict[str, list[list[float]]] = {name: [] for name in per_round}
     for r in range(options.rounds):
         live = [name for name in per_round if name not in results]
         shift = r % len(live) if live else 0
@@ -119,7 +123,7 @@ def time_interleaved(
             gc_was_enabled = gc.isenabled()
             gc.disable()
             try:
-                samples[name].extend(_time_calls(fns[name], per_round[name]))
+                samples[name].append(_time_calls(fns[name], per_round[name]))
             except Exception as exc:  # noqa: BLE001
                 results[name] = exc
             finally:
@@ -127,7 +131,7 @@ def time_interleaved(
                     gc.enable()
         if on_round is not None:
             on_round(r)
-    for name, s in samples.items():
+    for name, rounds in samples.items():
         if name not in results:
-            results[name] = TimingStats.from_seconds(s)
+            results[name] = TimingStats.from_seconds([t for r in rounds for t in r], rounds)
     return {name: results[name] for name in fns}

@@ -20,12 +20,17 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain click help: help text is printed verbatim (no rich markup eating `[hls]`), and
+    # flags show no `<bool>` value they do not take (typer's rich help prints one).
+    rich_markup_mode=None,
 )
 err_console = Console(stderr=True)
 
 
 def fail(message: str, code: int = 2) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.text import Text  # the message is user text: printed verbatim, never as markup
+
+    err_console.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -7,6 +7,7 @@ from xdsl.parser import Parser
 from xdsl.utils.exceptions import ParseError, VerifyException
 
 from ir.dialect import make_context
+from ir.string_literals import find_bad_string_literal
 
 
 class IRSyntaxError(ValueError):
@@ -15,6 +16,9 @@ class IRSyntaxError(ValueError):
 
 def parse_module(text: str, filename: str = "<input>", verify: bool = True) -> ModuleOp:
     """Parse a module; syntax and verification errors become `IRSyntaxError` with a location."""
+    bad = find_bad_string_literal(text)  # before xDSL's lexer, which backtracks exponentially on these
+    if bad is not None:
+        raise IRSyntaxError(f"{filename}:{bad[0]}:{bad[1]}: {bad[2]}")
     try:
         module = Parser(make_context(), text, filename).parse_module()
     except ParseError as err:

@@ -72,7 +72,7 @@ class HLSBackend:
     def capabilities(self) -> Capabilities:
         from backends.hls.lower_rules import SUPPORTED
 
-        return Capabilities(ops=frozenset(SUPPORTED))
+        return Capabilities(ops=frozenset(SUPPORTED), eager_fallback=False)
 
     def pipeline(self) -> str:
         from passes import DEFAULT_PIPELINE

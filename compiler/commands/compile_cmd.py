@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from compiler.cli import fail
 
@@ -33,6 +34,8 @@ def run_compile(
 
     if target not in TARGETS:
         fail(f"unknown target {target!r}; known targets: {', '.join(sorted(TARGETS))}")
+    if dump_ir and out is None:
+        fail("--dump-ir writes the IR after every pass under --out DIR (DIR/passes/); add --out DIR")
     if pipeline is not None:
         try:
             parse_pipeline(pipeline)
@@ -76,7 +79,7 @@ def run_compile(
         # emulation (checked on every call above); the fp32 error is the quantization error.
         report["rel_rms_err"] = rel_rms(actual, expected)
         ok = True
-    report.update(_latencies(model, compiled, inputs))
+    report.update(_latencies(model, compiled, inputs, target))
     report["max_abs_err"] = max_err
     report["check"] = "pass" if ok else "FAIL"
     if out is not None:
@@ -123,23 +126,21 @@ def rel_rms(actual: Any, expected: Any) -> float:
     return math.sqrt(num / den) if den else math.sqrt(num)
 
 
-def _latencies(model: torch.nn.Module, compiled: Any, inputs: tuple) -> dict[str, float]:
-    from benchmarks.timing import TimingOptions, time_interleaved
+def _latencies(model: torch.nn.Module, compiled: Any, inputs: tuple, target: str) -> dict[str, Any]:
+    from compiler.commands.latency import TimingFailed, measure, timing_mode
 
     def eager() -> object:
         with torch.inference_mode():
             return model(*inputs)
 
-    stats = time_interleaved(
-        {"eager": eager, "kiln": lambda: compiled(*inputs)},
-        TimingOptions(rounds=3, calls=10, warmup=2, min_round_s=0.2, max_round_s=2.0),
-    )
-    out = {}
-    for name, s in stats.items():
-        if isinstance(s, Exception):
-            fail(f"running {name} failed: {type(s).__name__}: {s}", code=1)
-        out[f"{name}_ms"] = s.median_ms
-    out["speedup"] = out["eager_ms"] / out["kiln_ms"] if out["kiln_ms"] else float("nan")
+    try:
+        out = measure(eager, lambda: compiled(*inputs), timing_mode(target))
+    except TimingFailed as err:
+        fail(str(err), code=1)
+    if out["timing_warning"]:
+        from compiler.cli import err_console
+
+        err_console.print(f"warning: {out['timing_warning']}", markup=False, highlight=False, soft_wrap=True)
     return out
 
 
@@ -204,23 +205,24 @@ def pool_text(pools: dict[str, int]) -> str:
 
 
 def print_report(report: dict[str, Any]) -> None:
+    from compiler.commands.latency import latency_rows
+
     console = Console()
-    table = Table(title=f"kiln compile {report['model']} --target {report['target']}", show_header=False)
+    table = Table(title=Text(f"kiln compile {report['model']} --target {report['target']}"), show_header=False)
     rows = [
         ("ops", report["num_ops"]),
         ("kernels", report["num_kernels"]),
         ("partitions", report["num_partitions"]),
         ("compile", f"{report['compile_s']:.2f} s" + (" (cache hit)" if report.get("cache_hit") else "")),
         ("startup", f"{report.get('startup_s', 0.0):.2f} s importing torch.export and the backend (once per process)"),
-        ("eager", f"{report['eager_ms']:.3f} ms"),
-        ("kiln", f"{report['kiln_ms']:.3f} ms"),
-        ("speedup", f"{report['speedup']:.2f}x"),
+        *latency_rows(report),
         ("max abs err", f"{report['max_abs_err']:.3g} ({report['check']})"),
         ("tuned", (f"{report.get('tuned_kernels', 0)} kernels with tuned knobs "
                    f"({report.get('tuning_hits', 0)} found in the tuning cache)")),
         ("fallback ops", ", ".join(f"{f['op']} x{f['count']}" for f in report["fallback_ops"]) or "none"),
         ("threads", pool_text(report.get("pool_threads") or {})),
-        ("passes", ", ".join(f"{p['name']} {p['seconds'] * 1e3:.1f} ms" for p in report["passes"])),
+        ("passes", ", ".join(f"{p['name']} {p['seconds'] * 1e3:.1f} ms" for p in report["passes"])
+         or "no passes (empty pipeline)"),
     ]
     fusion = report.get("decisions", {}).get("fusion")
     if fusion:
@@ -231,5 +233,5 @@ def print_report(report: dict[str, Any]) -> None:
     if hls:
         rows.append(("hls", hls_line(hls, report.get("rel_rms_err"))))
     for key, value in rows:
-        table.add_row(key, str(value))
+        table.add_row(key, Text(str(value)))  # verbatim: op names, paths and reasons hold '[' 
     console.print(table)

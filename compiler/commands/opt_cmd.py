@@ -9,15 +9,13 @@ from compiler.cli import fail
 
 
 def run_opt(file: Path, passes: str, verify_each: bool, output: Path | None) -> None:
-    from ir import IRSyntaxError, parse_module, print_module
-    from passes import PassVerificationError, PipelineError, run_pipeline
-
     if str(file) == "-":
         text, name = sys.stdin.read(), "<stdin>"
-    elif not file.is_file():
-        fail(f"IR file {str(file)!r} does not exist")
     else:
-        text, name = file.read_text(), str(file)
+        text, name = read_ir_file(file), str(file)
+    from ir import IRSyntaxError, parse_module, print_module  # imports torch: after the cheap checks
+    from passes import PassVerificationError, PipelineError, run_pipeline
+
     try:
         module = parse_module(text, name)
         if passes:
@@ -34,3 +32,22 @@ def run_opt(file: Path, passes: str, verify_each: bool, output: Path | None) -> 
         output.write_text(result + "\n")
     else:
         sys.stdout.write(result + "\n")
+
+
+def read_ir_file(file: Path) -> str:
+    """The text of an IR file, or one line saying why it cannot be IR."""
+    if not file.exists():
+        fail(f"IR file {str(file)!r} does not exist")
+    if not file.is_file():
+        kind = "a directory" if file.is_dir() else "a device or special file"
+        fail(f"IR file {str(file)!r} is not a regular file ({kind}); pass a .mlir file or '-' for stdin")
+    if file.suffix == ".py":
+        fail(f"{str(file)!r} is Python source, not kiln IR: `kiln opt` reads textual IR (.mlir); "
+             f"to compile a model run `kiln compile {file}:factory`")
+    try:
+        return file.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        fail(f"IR file {str(file)!r} is not UTF-8 text (byte {err.start}): is it a binary file?")
+    except OSError as err:
+        fail(f"cannot read IR file {str(file)!r}: {err.strerror}")
+    raise AssertionError("unreachable")

@@ -27,6 +27,7 @@ def run_serve(db_url: str | None, host: str, port: int, token: str | None, log_l
         f"database {_redacted(config.db_url)}, "
         f"writes {'need the token' if config.token else 'open to all'}",
         highlight=False,
+        markup=False,
         soft_wrap=True,
     )
     # Access logs off: one line per request costs more than the request on loopback.

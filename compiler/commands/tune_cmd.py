@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from compiler.cli import fail
 
@@ -67,16 +68,16 @@ def run_tune(
 
 
 def print_report(report: dict[str, Any]) -> None:
-    console = Console()
-    table = Table(title=f"kiln tune {report['model']} --target tvm ({report['cache']} cache)")
+    console = Console(markup=False)  # kernel names, errors and paths are printed verbatim
+    table = Table(title=Text(f"kiln tune {report['model']} --target tvm ({report['cache']} cache)"))
     for column in ("kernel", "ops", "x", "status", "trials", "failed", "default us", "tuned us", "config"):
         table.add_column(column, overflow="fold")
     for row in report["kernels"]:
-        table.add_row(
+        table.add_row(*map(Text, (
             row["kernel"].split("/")[-1].removeprefix("kiln_"), row["ops"][:24], str(row["count"]),
             row["status"], str(row["trials"]), str(row["failed"]), _us(row["baseline_s"]),
             _us(row["latency_s"]), short_config(row["config"]),
-        )
+        )))
     console.print(table)
     console.print("config: n = threads, m = min parallel work, c = chunks per thread", highlight=False)
     console.print(
