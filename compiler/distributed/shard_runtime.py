@@ -199,3 +199,8 @@ def run_rank(ctx: RankContext, payload: tuple, inputs: tuple[torch.Tensor, ...],
         report["max_abs_error"] = max(errs) if errs else 0.0
         report["ok"] = all(torch.allclose(a, b, atol=atol, rtol=rtol) for a, b in zip(outs, expected))
     return report
+
+
+def run_many(ctx: RankContext, jobs: list[tuple]) -> list[dict[str, Any]]:
+    """Several planned models in one process group (tests: one spawn checks every plan)."""
+    return [run_rank(ctx, *job, repeats=1) for job in jobs]
