@@ -20,6 +20,7 @@ import torch
 from xdsl.dialects import func
 from xdsl.ir import Operation, SSAValue
 
+from backends.triton.arena import after_fallback, arena_plan, prologue, view_expr
 from backends.triton.attention import emit_attention
 from backends.triton.dequant import weight_name
 from backends.triton.dequant_fusion import absorb_dequantize
@@ -76,7 +77,8 @@ def generate(program: Program, interpret: bool, overrides: dict | None = None) -
                 scalars[op.result] = literal(tensor.reshape(()).item(), tensor.dtype)
     ctx = TemplateContext(scalars, interpret, overrides or {})
     groups = absorb_dequantize(read_groups(fn), fn)
-    out = _Host(names)
+    arena, offsets = arena_plan(program.module, program.kiln_ops())  # map-memory's plan
+    out = _Host(names, offsets, set(fn.body.block.last_op.operands))
     for group in groups:
         _emit_group(group, ctx, fn, out)
     ret = fn.body.block.last_op
@@ -87,9 +89,10 @@ def generate(program: Program, interpret: bool, overrides: dict | None = None) -
         "import triton",
         "import triton.language as tl",
         "",
+        *(["_ARENAS = {}  # device -> the arena of intermediates (map-memory's plan)", ""] if arena else []),
     ]
     kernels = [k.source for k in out.kernels]
-    host = out.host(fn.body.block.args, bound, [names[v] for v in ret.operands])
+    host = out.host(fn.body.block.args, bound, [names[v] for v in ret.operands], arena)
     source = "\n".join(header) + "\n\n" + "\n\n".join(kernels + [host])
     return GeneratedModule(
         source, out.kernels, out.fallbacks, bound, len(groups), out.notes, out.quant_paths
@@ -121,8 +124,10 @@ def _emit_group(group: Group, ctx: TemplateContext, fn: func.FuncOp, out: _Host)
 class _Host:
     """Collects kernels and writes the host function `call` line by line."""
 
-    def __init__(self, names: dict[SSAValue, str]) -> None:
+    def __init__(self, names: dict[SSAValue, str], offsets: dict[SSAValue, int], returned: set) -> None:
         self.names = names
+        self.offsets = offsets  # value -> byte offset in the arena (map-memory)
+        self.returned = returned
         self.kernels: list[KernelSpec] = []
         self.fallbacks: list[Fallback] = []
         self.notes: list[str] = []
@@ -134,6 +139,9 @@ class _Host:
         name = f"b{self._buffers}"
         self._buffers += 1
         self.names[value] = name
+        if value in self.offsets:
+            self.body.append(f"{name} = {view_expr(value, self.offsets[value])}")
+            return name
         self.body.append(
             f"{name} = torch.empty({shape_of(value)}, dtype={dtype_of(value)}, device=device)"
         )
@@ -168,6 +176,10 @@ class _Host:
         self.body.append(
             f"{', '.join(results)}, = fallbacks[{len(self.fallbacks)}]({operands})  # {op.name}"
         )
+        for name, r in zip(results, op.results) if self.offsets else ():
+            line = after_fallback(name, r, self.offsets, r in self.returned)
+            if line is not None:
+                self.body.append(line)
         self.fallbacks.append(Fallback(op, group.name, reason))
         self._quant_path(op, f"reference, {op.opt('format')} ({reason})")
 
@@ -177,7 +189,7 @@ class _Host:
             name = weight_name(op)
             self.quant_paths[name] = f"{self.quant_paths[name]}; {path}" if name in self.quant_paths else path
 
-    def host(self, args, bound: list[torch.Tensor], returns: list[str]) -> str:
+    def host(self, args, bound: list[torch.Tensor], returns: list[str], arena: int = 0) -> str:
         lines = ["def call(args, bound, fallbacks):"]
         lines.append(
             '    """Run the program: `args` are its inputs, `bound` its parameters and constants."""'
@@ -190,6 +202,7 @@ class _Host:
             lines.append(f"    {', '.join(f'p{i}' for i in range(len(bound)))}, = bound")
         device = "a0.device" if args else "p0.device" if bound else '"cpu"'
         lines.append(f"    device = {device}")
+        lines += [f"    {line}" for line in (prologue(arena) if arena else [])]
         lines += [f"    {line}" for line in self.body]
         lines.append(f"    return [{', '.join(returns)}]")
         return "\n".join(lines) + "\n"
