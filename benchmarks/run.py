@@ -1,7 +1,11 @@
 """Benchmark runner: every zoo model on every system, timed interleaved, checked against eager.
 
     python -m benchmarks.run [--models mlp,cnn] [--systems eager,inductor,onnxruntime,kiln]
-                             [--repeats 20] [--rounds 5] [--out benchmarks/results]
+                             [--repeats 20] [--rounds 5] [--out DIR | --update-results]
+
+A run writes `latest.json` and `latest.md` under the user cache dir (`~/.cache/kiln/bench/`,
+or `--out DIR`); only `--update-results` replaces the committed `benchmarks/results/latest.*`
+that the README's tables are checked against, so trying the benchmark does not break them.
 
 `run_benchmarks` is the same thing as a function; `kiln bench` calls it. A system that is
 not installed or that fails (Kiln's compiler included) becomes a cell in the table, never a
@@ -45,7 +49,22 @@ from benchmarks.timing import TimingOptions, TimingStats, time_interleaved
 from examples.zoo import ZOO
 
 DEFAULT_SYSTEMS = ("eager", "inductor", "onnxruntime", "kiln")
-DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+COMMITTED_RESULTS = Path(__file__).resolve().parent / "results"  # the README's tables; --update-results
+
+
+def user_results_dir() -> Path:
+    """Where a plain `kiln bench` writes: the user cache dir, not the repository."""
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("kiln")) / "bench"
+
+
+def results_dir(out: Path | None, update_results: bool) -> Path:
+    """The directory a run writes to: --out, the committed results with --update-results,
+    else the user cache dir."""
+    if out is not None and update_results:
+        raise ValueError("--out and --update-results name two places; pass one")
+    return COMMITTED_RESULTS if update_results else out if out is not None else user_results_dir()
 
 
 def _nothing(*_: object) -> None:
@@ -200,7 +219,7 @@ def run_benchmarks(
     threads: int | None = None,
     kiln_target: str = "tvm",
     cold: bool = False,
-    out_dir: Path | str | None = DEFAULT_OUT,
+    out_dir: Path | str | None = None,
     console: Console | None = None,
     progress: bool = True,
     command: str | None = None,
@@ -235,7 +254,7 @@ def run_benchmarks(
     )
     meta = machine_meta(threads, command)
     meta["inductor_caches"] = "disabled" if cold else "allowed"
-    console.print(f"torch threads set to {threads} ({meta['cpu']}); timing {', '.join(systems)}")
+    console.print(f"torch threads set to {threads} ({meta['cpu']}); timing {', '.join(systems)}", markup=False, soft_wrap=True)
 
     rows: list[Row] = []
     bar = Progress(
@@ -270,7 +289,13 @@ def run_benchmarks(
         console.print(f"- {note}", markup=False)
     if out_dir is not None:
         json_path, md_path = write_results(results, out_dir)
-        console.print(f"wrote {json_path} and {md_path}")
+        console.print(f"wrote {json_path} and {md_path}", markup=False, soft_wrap=True)
+        if Path(out_dir).resolve() == COMMITTED_RESULTS:
+            console.print("updated the committed results: run `python -m benchmarks.readme_tables` "
+                          "to copy them into README.md", markup=False, soft_wrap=True)
+        else:
+            console.print(f"(the committed {COMMITTED_RESULTS.relative_to(COMMITTED_RESULTS.parents[1])}"
+                          "/latest.* change only with --update-results)", markup=False, soft_wrap=True)
     return results
 
 
@@ -295,9 +320,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--cold", action="store_true", help="Inductor compiles without its on-disk caches"
     )
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for latest.*")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="directory for latest.* (default: ~/.cache/kiln/bench)"
+    )
+    parser.add_argument(
+        "--update-results", action="store_true",
+        help="write the committed benchmarks/results/latest.* (the README's tables)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    try:
+        out_dir = results_dir(args.out, args.update_results)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     run_benchmarks(
         args.models,
         args.systems,
@@ -307,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         threads=args.threads,
         kiln_target=args.kiln_target,
         cold=args.cold,
-        out_dir=args.out,
+        out_dir=out_dir,
         progress=not args.no_progress,
         command=shlex.join(["python", "-m", "benchmarks.run", *argv]),
     )
