@@ -134,5 +134,22 @@ def _first_failure(out_dir: str, nproc: int, err: Exception) -> str:
     if not failures:
         # A rank that exited without writing (killed, os._exit): torch names its exit code.
         return f"rank {rank} died ({str(err).strip().splitlines()[0]}); the other ranks were stopped"
-    first = next((f for f in failures if f[0] == rank), failures[0])
-    return f"rank {first[0]} failed: {first[1]}; the other ranks were stopped"
+    own = [f for f in failures if not _is_echo(f[1])]
+    if own:
+        first = own[0]
+        return f"rank {first[0]} failed: {first[1]}; the other ranks were stopped"
+    dead = sorted(set(range(nproc)) - {f[0] for f in failures})
+    who = f"rank {dead[0]} died" if dead else f"rank {failures[0][0]} lost a peer"
+    return f"{who}; rank {failures[0][0]} saw: {_short(failures[0][1])}; the other ranks were stopped"
+
+
+ECHOES = ("Connection closed by peer", "Connection reset", "Broken pipe", "Timed out", "timed out")
+
+
+def _is_echo(line: str) -> bool:
+    """A peer's view of another rank's failure (gloo's lost connection or timeout)."""
+    return any(e in line for e in ECHOES)
+
+
+def _short(line: str) -> str:
+    return line if len(line) < 160 else line[:157] + "..."

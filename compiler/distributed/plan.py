@@ -37,27 +37,21 @@ class PlannedModel:
         return (self.module_text, self.params, self.input_order, self.predicted, self.summary)
 
 
-def plan_model(model: torch.nn.Module, inputs: Sequence[torch.Tensor], pipeline: str,
-               mesh: tuple[int, ...]) -> PlannedModel:
+@dataclass
+class Captured:
+    """A model captured once; plans for several pipelines start from its text."""
+
+    module_text: str
+    params: dict[str, torch.Tensor]
+    input_order: list[int]
+    eager_outputs: list[torch.Tensor]
+
+
+def capture(model: torch.nn.Module, inputs: Sequence[torch.Tensor]) -> Captured:
     from compiler.capture import CaptureError, convert_nodes, from_model, plan_partitions
     from compiler.capture.convert import users_outside
     from compiler.capture.partition import IGNORED
-    from compiler.driver import module_decisions
-    from ir.program import entry_function
-    from passes import PipelineError, parse_pipeline, run_pipeline
-    from passes.shard import ShardError, ShardPass, parse_mesh_option
 
-    try:
-        passes = parse_pipeline(pipeline)
-    except PipelineError as err:
-        raise PlanError(str(err)) from None
-    shards = [p for p in passes if isinstance(p, ShardPass)]
-    if not shards:
-        raise PlanError(f"pipeline {pipeline!r} has no shard pass; kiln run needs one (e.g. shard{{mesh=2}})")
-    planned = parse_mesh_option(shards[-1].mesh)
-    if planned != tuple(mesh):
-        raise PlanError(f"the pipeline plans for mesh {'x'.join(map(str, planned))} but the run has "
-                        f"{'x'.join(map(str, mesh))} ({_size(mesh)} ranks)")
     model = model.eval()
     with torch.no_grad():
         eager = model(*inputs)
@@ -71,15 +65,38 @@ def plan_model(model: torch.nn.Module, inputs: Sequence[torch.Tensor], pipeline:
         raise PlanError(f"kiln run shards whole-graph models only; this one splits into {len(parts)} "
                         f"partitions ({len(plan.failures)} unsupported ops)")
     conv = convert_nodes(parts[0], plan.consts, users_outside(parts[0], IGNORED))
-    try:
-        run_pipeline(conv.program.module, passes)
-    except (ShardError, PipelineError) as err:
-        raise PlanError(str(err)) from None
     user = [n.name for n in graph.placeholders()][-len(inputs):]
     order = [user.index(getattr(n, "name", str(n))) for n in conv.inputs]
     outs = list(eager) if isinstance(eager, (tuple, list)) else [eager]
-    module = conv.program.module
-    return PlannedModel(str(module), dict(conv.program.params), order, outs,
+    return Captured(str(conv.program.module), dict(conv.program.params), order, outs)
+
+
+def plan_model(model: torch.nn.Module | Captured, inputs: Sequence[torch.Tensor], pipeline: str,
+               mesh: tuple[int, ...]) -> PlannedModel:
+    """Capture (unless given a `Captured`), check the pipeline against the mesh, run it."""
+    from compiler.driver import module_decisions
+    from ir import parse_module
+    from passes import PipelineError, parse_pipeline, run_pipeline
+    from passes.shard import ShardError, ShardPass, parse_mesh_option
+
+    try:
+        passes = parse_pipeline(pipeline)
+        shards = [p for p in passes if isinstance(p, ShardPass)]
+        planned = parse_mesh_option(shards[-1].mesh) if shards else None
+    except (PipelineError, ShardError) as err:
+        raise PlanError(str(err)) from None
+    if planned is None:
+        raise PlanError(f"pipeline {pipeline!r} has no shard pass; kiln run needs one (e.g. shard{{mesh=2}})")
+    if planned != tuple(mesh):
+        raise PlanError(f"the pipeline plans for mesh {'x'.join(map(str, planned))} but the run has "
+                        f"{'x'.join(map(str, mesh))} ({_size(mesh)} ranks)")
+    captured = model if isinstance(model, Captured) else capture(model, inputs)
+    module = parse_module(captured.module_text)
+    try:
+        run_pipeline(module, passes)
+    except (ShardError, PipelineError) as err:
+        raise PlanError(str(err)) from None
+    return PlannedModel(str(module), captured.params, captured.input_order, captured.eager_outputs,
                         module_decisions(module).get("shard", {}), predicted_collectives(module))
 
 
