@@ -165,8 +165,18 @@ def run(
 @app.command()
 def calibrate(
     threads: int = typer.Option(2, help="Threads to measure with (the cores Kiln will use)."),
+    comm: bool = typer.Option(False, "--comm", help="Measure gloo all_reduce on loopback ranks (alpha-beta) instead."),
+    nproc: int = typer.Option(2, "--nproc", min=2, help="With --comm: ranks to measure with."),
 ) -> None:
     """Measure this CPU (GEMM FLOP/s, memory bandwidth, call overhead) for the cost models."""
+    if comm:
+        from compiler.distributed.calibrate_comm import calibrate_comm
+
+        link, samples = calibrate_comm(nproc)
+        sizes = ", ".join(f"{n / 1024:.0f} KiB {t * 1e3:.2f} ms" for n, t in samples)
+        typer.echo(f"gloo all_reduce on {nproc} ranks: {sizes}; alpha {link.alpha_s * 1e6:.1f} us, "
+                   f"bandwidth {link.bandwidth / 1e9:.2f} GB/s")
+        return
     from cost_models.calibrate import calibrate as run_calibration
     from cost_models.hardware import calibration_path
 

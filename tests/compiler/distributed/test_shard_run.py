@@ -15,7 +15,7 @@ import torch
 
 from compiler.distributed.launch import DistributedRunError, spawn
 from compiler.distributed.plan import PlanError, capture, plan_model
-from examples.zoo import encoder, gpt, mlp
+from examples.zoo import encoder, gpt_layers, mlp
 
 SOLVERS = ("ilp", "data-parallel", "megatron", "replicate")
 # Plans made for an A100 node's links so that data parallel and Megatron really split
@@ -26,8 +26,9 @@ CLUSTER = "a100-node"
 def _jobs(mesh: tuple[int, ...]) -> tuple[list[tuple], list[str]]:
     jobs, names = [], []
     mesh_opt = "x".join(map(str, mesh))
-    for name, factory in (("mlp", mlp), ("encoder", encoder), ("gpt", gpt)):
-        model, inputs = factory(batch=4) if name in ("mlp", "encoder") else factory()
+    # batch 4, so data parallel splits on 4 ranks too
+    for name, factory in (("mlp", mlp), ("encoder", encoder), ("gpt", lambda batch: gpt_layers(4, batch=batch))):
+        model, inputs = factory(batch=4)
         captured = capture(model, inputs)
         for solver in SOLVERS:
             planned = plan_model(captured, inputs, f"shard{{mesh={mesh_opt} solver={solver} cluster={CLUSTER}}}", mesh)
