@@ -34,6 +34,13 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def warn(message: str) -> None:
+    """One line `warning: ...` on stderr, verbatim; the command goes on."""
+    from rich.text import Text
+
+    err_console.print(Text.assemble(("warning:", "yellow"), " ", message), highlight=False, soft_wrap=True)
+
+
 def _version(value: bool) -> None:
     if value:
         from importlib.metadata import version

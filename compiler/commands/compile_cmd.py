@@ -46,9 +46,14 @@ def run_compile(
     except ModelSpecError as err:
         fail(str(err))
     model.eval()
-    from compiler.service.client import CacheClient
+    from compiler.cli import warn
+    from compiler.service.client import CacheClient, CacheURLError
 
-    tuning_cache = CacheClient.from_env(cache_url)  # --cache or KILN_CACHE: read here only
+    try:  # --cache or KILN_CACHE: read here only; a fallback to the local cache is said once
+        tuning_cache = CacheClient.from_env(cache_url, on_fallback=warn)
+    except CacheURLError as err:
+        fail(str(err))
+    tuning_cache.preflight()
     extra = dict(extra or {})
     if target == "hls" and check:
         extra["verify"] = "exact"  # every call of the C simulation is compared with the emulation
@@ -138,9 +143,9 @@ def _latencies(model: torch.nn.Module, compiled: Any, inputs: tuple, target: str
     except TimingFailed as err:
         fail(str(err), code=1)
     if out["timing_warning"]:
-        from compiler.cli import err_console
+        from compiler.cli import warn
 
-        err_console.print(f"warning: {out['timing_warning']}", markup=False, highlight=False, soft_wrap=True)
+        warn(out["timing_warning"])
     return out
 
 

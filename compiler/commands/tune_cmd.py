@@ -20,8 +20,9 @@ def run_tune(
     train: bool, pipeline: str | None, seed: int, timeout: float, retune: bool,
     no_cost_model: bool, as_json: bool, model_check: bool = True,
 ) -> None:
+    from compiler.cli import warn
     from compiler.model_loader import ModelSpecError, load_model
-    from compiler.service.client import CacheClient, CacheServiceError
+    from compiler.service.client import CacheClient, CacheServiceError, CacheURLError
     from compiler.tuner.search import SearchOptions
     from compiler.tuner.tuner import TuneOptions, train_cost_model, tune_model
     from passes import PipelineError, parse_pipeline
@@ -34,6 +35,11 @@ def run_tune(
             parse_pipeline(pipeline)
         except PipelineError as err:
             fail(str(err))
+    try:
+        client = CacheClient.from_env(cache_url, on_fallback=warn)
+        client.preflight(write=True)  # one request: a missing token fails now, not after tuning
+    except (CacheURLError, CacheServiceError) as err:
+        fail(str(err))
     try:
         model, inputs, name = load_model(model_spec)
     except ModelSpecError as err:
@@ -50,7 +56,7 @@ def run_tune(
         model_check=model_check,
         progress=not as_json and sys.stderr.isatty(),
     )
-    with CacheClient.from_env(cache_url) as client:
+    with client:
         try:
             report = tune_model(model, inputs, client, options, name=name).as_dict()
         except CacheServiceError as err:  # e.g. 401: the service wants KILN_CACHE_TOKEN

@@ -1,6 +1,7 @@
 """The routes of the autotuning cache service (`kiln serve`); OpenAPI docs at /docs.
 
     GET  /v1/health                         liveness and the database it talks to
+    GET  /v1/auth                           200 when this request's token may write, else 401
     GET  /v1/records/{key}                  the best record for a kernel key, or 404
     PUT  /v1/records/{key}                  store a measured record; the fastest one wins
     GET  /v1/records?target=...&limit=...   the most recently improved records
@@ -79,6 +80,15 @@ def create_app(config: ServiceConfig, engine: Engine | None = None) -> FastAPI:
         except Exception as err:  # the service is up but useless: say so with 503
             raise HTTPException(503, f"database unreachable: {type(err).__name__}") from None
         return Health(status="ok", database=engine.dialect.name, version=_kiln_version())
+
+    @app.get(
+        "/v1/auth",
+        dependencies=[Depends(require_token)],
+        responses={401: {"description": "missing or wrong token"}},
+    )
+    def auth() -> dict[str, bool]:
+        """A write's credentials checked without writing: `kiln tune` asks before measuring."""
+        return {"writes": True}
 
     @app.get(
         "/v1/records/{key}", response_model=Record, responses={404: {"description": "no record"}}

@@ -52,7 +52,7 @@ class CacheConfigs:
                 warnings.warn(f"kiln: tuning cache unusable, building untuned: {err}", stacklevel=2)
                 self._warned = True
             return None
-        if record is None or record.target != target:
+        if record is None or not record.measured_for(target):
             return None
         self.hits += 1
         return dict(record.config)

@@ -122,7 +122,7 @@ def tune_model(
         measure = make_measure(worker, options.search, options.faults.get, on_job)
         for task in tasks:
             cached = None if options.retune else client.get(task.key)
-            if cached is not None and cached.target == target:
+            if cached is not None and cached.measured_for(target):
                 rows.append(_row(task, None, "cached", cached.config, cached.latency_s))
                 progress.kernel_done(task, None)
                 continue
@@ -133,7 +133,7 @@ def tune_model(
             progress.start_kernel(task, options.search.trials)
             result = search_kernel(task, measure, options.search, ranker, deadline, progress.on_trial)
             if result.best_s is not None:
-                pending[task.key] = (result, _record(result, target, ranker_name))
+                pending[task.key] = (result, _record(result, target, ranker_name, options.target))
                 status = "defaults best" if result.best_config == default else "tuned"
                 rows.append(_row(task, result, status, result.best_config, result.best_s))
             else:
@@ -178,10 +178,13 @@ def _check_and_store(model, inputs, client, pending, rows, default, options: Tun
     return check
 
 
-def _record(result: KernelResult, target: str, ranker_name: str | None):
+def _record(result: KernelResult, target: str, ranker_name: str | None, name: str = "tvm"):
+    """The record under the target's user name (`tvm`: `GET /v1/records?target=tvm` lists
+    it); the full TVM target string stays in the key and in `meta["target"]`."""
     from compiler.service.client import Record
 
     meta = {
+        "target": target,
         "baseline_latency_s": result.baseline_s,
         "speedup": result.speedup,
         "trials": result.measured,
@@ -193,7 +196,7 @@ def _record(result: KernelResult, target: str, ranker_name: str | None):
         "note": result.note,
         "host": platform.node(),
     }
-    return Record(target, dict(result.best_config), float(result.best_s), meta)  # type: ignore[arg-type]
+    return Record(name, dict(result.best_config), float(result.best_s), meta)  # type: ignore[arg-type]
 
 
 def _row(task: KernelTask, result: KernelResult | None, status: str, config: dict | None = None,
