@@ -41,6 +41,7 @@ BUILTIN_PASS_MODULES = (
     "passes.quantization",
     "passes.reuse_factor",
     "passes.shard",
+    "passes.pipeline_stages",
 )
 
 # xDSL passes Kiln pipelines may name, loaded on first use.

@@ -30,6 +30,7 @@ from compiler.cli import fail
 
 EXPERTS_TARGET = "compiler.distributed.experts_runtime:run_rank"
 SHARD_TARGET = "compiler.distributed.shard_runtime:run_rank"
+PIPELINE_TARGET = "compiler.distributed.pipeline_runtime:run_rank"
 
 
 def parse_mesh(mesh: str | None, nproc: int) -> tuple[int, ...]:
@@ -75,7 +76,8 @@ def run_run(
             except PlanError as err:
                 fail(str(err))
             expected = [t.detach() for t in planned.eager_outputs] if check else None
-            results = spawn(SHARD_TARGET, nproc, (planned.payload(), tuple(inputs), expected, atol, rtol),
+            target = PIPELINE_TARGET if planned.kind == "pipeline" else SHARD_TARGET
+            results = spawn(target, nproc, (planned.payload(), tuple(inputs), expected, atol, rtol),
                             mesh=mesh, timeout_s=timeout_s)
     except ModelSpecError as err:
         fail(str(err))

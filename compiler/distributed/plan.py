@@ -32,6 +32,7 @@ class PlannedModel:
     eager_outputs: list[torch.Tensor]
     summary: dict[str, Any]
     predicted: dict[str, int]
+    kind: str = "shard"  # or "pipeline"
 
     def payload(self) -> tuple:
         return (self.module_text, self.params, self.input_order, self.predicted, self.summary)
@@ -79,14 +80,25 @@ def plan_model(model: torch.nn.Module | Captured, inputs: Sequence[torch.Tensor]
     from passes import PipelineError, parse_pipeline, run_pipeline
     from passes.shard import ShardError, ShardPass, parse_mesh_option
 
+    from passes.pipeline_stages import PipelinePass, PipelineStageError
+
     try:
         passes = parse_pipeline(pipeline)
         shards = [p for p in passes if isinstance(p, ShardPass)]
         planned = parse_mesh_option(shards[-1].mesh) if shards else None
     except (PipelineError, ShardError) as err:
         raise PlanError(str(err)) from None
+    stages = [p for p in passes if isinstance(p, PipelinePass)]
+    if stages and shards:
+        raise PlanError("kiln run executes a pipeline plan or a shard plan, not both yet (plan both with kiln opt)")
+    if stages:
+        p = stages[-1]
+        if len(mesh) != 1 or p.stages != mesh[0] or (p.mesh or p.stages) != p.stages:
+            raise PlanError(f"kiln run executes one device per stage: pipeline{{stages={p.stages}}} needs "
+                            f"--nproc {p.stages}, got mesh {'x'.join(map(str, mesh))}")
+        planned = tuple(mesh)
     if planned is None:
-        raise PlanError(f"pipeline {pipeline!r} has no shard pass; kiln run needs one (e.g. shard{{mesh=2}})")
+        raise PlanError(f"pipeline {pipeline!r} has no shard or pipeline pass; kiln run needs one (e.g. shard{{mesh=2}})")
     if planned != tuple(mesh):
         raise PlanError(f"the pipeline plans for mesh {'x'.join(map(str, planned))} but the run has "
                         f"{'x'.join(map(str, mesh))} ({_size(mesh)} ranks)")
@@ -94,10 +106,14 @@ def plan_model(model: torch.nn.Module | Captured, inputs: Sequence[torch.Tensor]
     module = parse_module(captured.module_text)
     try:
         run_pipeline(module, passes)
-    except (ShardError, PipelineError) as err:
+    except (ShardError, PipelineError, PipelineStageError) as err:
         raise PlanError(str(err)) from None
+    decisions = module_decisions(module)
+    if stages:
+        return PlannedModel(str(module), captured.params, captured.input_order, captured.eager_outputs,
+                            decisions.get("pipeline", {}), {}, kind="pipeline")
     return PlannedModel(str(module), captured.params, captured.input_order, captured.eager_outputs,
-                        module_decisions(module).get("shard", {}), predicted_collectives(module))
+                        decisions.get("shard", {}), predicted_collectives(module))
 
 
 def _size(mesh: tuple[int, ...]) -> int:
