@@ -28,6 +28,7 @@ from compiler.capture.convert import users_outside
 from compiler.capture.partition import IGNORED
 from compiler.compiled import CompiledModule
 from compiler.options import CompileOptions
+from compiler.report.steps import eager_step, partition_step
 from compiler.runner import GraphRunner, Step
 from ir import print_module
 from passes import run_pipeline
@@ -82,6 +83,7 @@ def compile_graph(
     placeholders = {n.name: n for n in graph.placeholders()}
     input_nodes = [placeholders[name] for name in graph.inputs]
     steps: list[Step] = []
+    step_log: list[dict[str, Any]] = []
     pass_times: dict[str, float] = {}
     partitions_report: list[dict[str, Any]] = []
     eager_by_level: dict[int, list[torch.fx.Node]] = {}
@@ -107,6 +109,7 @@ def compile_graph(
             kernel = backend.build(program, build_opts)
             partitions_report.append({
                 "decisions": module_decisions(program.module),
+                "optimized_ir": ir_after,  # for the HTML report (compiler/report); not in --json
                 "num_ops": _count_ops(program),
                 "num_kernels": kernel.num_kernels,
                 "build_s": time.perf_counter() - build_start,
@@ -121,8 +124,10 @@ def compile_graph(
                 "pool_threads": dict(getattr(kernel, "pool_threads", {})),
             })
             steps.append(Step(kernel, conversion.inputs, conversion.outputs))
+            step_log.append(partition_step(index))
         for node in eager_by_level.get(level, []):
             steps.append(Step(node.target, list(node.args), [node], dict(node.kwargs), eager=True))
+            step_log.append(eager_step(node))
     output_node = next(n for n in graph.graph.nodes if n.op == "output")
     runner = GraphRunner(input_nodes, plan.consts, steps, output_node.args[0])
     fast = _fast_path(steps, input_nodes, output_node.args[0])
@@ -151,6 +156,7 @@ def compile_graph(
         "dense_paths": {w: path for p in partitions_report for w, path in p["dense_paths"].items()},
         "pool_threads": next((p["pool_threads"] for p in partitions_report if p["pool_threads"]), {}),
         "notes": graph.notes,
+        "steps": step_log,  # partitions and eager fallback nodes in execution order
     }
     if build_opts.kernel_configs is not None:
         build_opts.kernel_configs.close()
@@ -160,6 +166,10 @@ def compile_graph(
     # caller's argument count, not the kept inputs': [0] of 29 arguments is not identity.
     if graph.input_positions is not None and graph.input_positions != list(range(len(example_inputs))):
         run = _select_inputs(run, graph.input_positions)
+    if opts.report is not None:
+        from compiler.report import write_report
+
+        write_report(report, opts.report)
     return CompiledModule(run, graph.in_spec, None if flat_outputs else graph.out_spec, report)
 
 

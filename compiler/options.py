@@ -24,6 +24,7 @@ class CompileOptions:
     # None is the local cache alone. The CLI and torch.compile entry resolve KILN_CACHE.
     tuning_cache: Any = None
     use_tuned: bool = True
+    report: Path | None = None  # write the HTML report of every decision here (compiler/report)
 
     @staticmethod
     def from_mapping(options: dict | None) -> CompileOptions:
@@ -33,7 +34,7 @@ class CompileOptions:
         unknown = sorted(set(options) - known)
         if unknown:
             raise ValueError(f"unknown kiln option(s) {unknown}; known: {sorted(known)}")
-        for key in ("out_dir", "cache_dir"):
+        for key in ("out_dir", "cache_dir", "report"):
             if options.get(key) is not None:
                 options[key] = Path(options[key])
         return CompileOptions(**options)

@@ -1,0 +1,57 @@
+"""The quantization decision: format per layer, bytes and error, against the uniform formats."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from compiler.report import figures
+from compiler.report.sections import Context, Section, Table, fmt, register, solver_card
+
+
+@register("quantization")
+def quantization(s: dict[str, Any], ctx: Context) -> Section:
+    sec = Section("decision-quantization", "Decision: quantization (number format per layer)",
+                  solver_card(s, "objective", None, ("solve_seconds",),
+                              ("mode", "sensitivity", "budget_bytes", "avg_bits", "formats", "variables",
+                               "refinements", "skipped", "permuted_sites")),
+                  str(s.get("status", "")) or None)
+    rows = [[f"{s.get('solver', 'chosen')} (chosen)", fmt(s.get("bytes")), fmt(s.get("objective")),
+             fmt(s.get("rel_error")), fmt(s.get("latency_us"))]]
+    if "bytes_greedy" in s:
+        rows.append(["greedy", fmt(s["bytes_greedy"]), fmt(s.get("objective_greedy")), fmt(s.get("rel_error_greedy")),
+                     fmt(s.get("latency_us_greedy"))])
+    for name in sorted({m.group(1) for k in s if (m := re.match(r"uniform_(.+)_bytes$", k))}):
+        rows.append([f"uniform {name}", fmt(s.get(f"uniform_{name}_bytes")), fmt(s.get(f"uniform_{name}_objective")),
+                     fmt(s.get(f"uniform_{name}_rel_error")), fmt(s.get(f"uniform_{name}_latency_us"))])
+    if "bytes_fp32" in s:
+        rows.append(["fp32 (no quantization)", fmt(s["bytes_fp32"]), "0", "0", "-"])
+    sec.tables.append(Table("Chosen formats against the baselines",
+                            ["plan", "weight bytes", "error objective (sum of layer sensitivities)",
+                             "relative output error", "modeled latency (us)"], rows, 0))
+    layers = _layers(ctx)
+    if layers:
+        sec.tables.append(Table("Format per layer (the error contribution is the layer's measured sensitivity)",
+                                ["op", "weight", "format", "bits", "bytes", "fp32 bytes", "error contribution"],
+                                [[n.op, n.quant_info.get("weight", "-"), n.quant_info.get("format", "-"),
+                                  fmt(n.quant_info.get("bits")), fmt(n.quant_info.get("bytes")),
+                                  fmt(n.quant_info.get("fp32_bytes")), fmt(n.quant_info.get("sensitivity"))]
+                                 for n in layers]))
+        names = [str(n.quant_info.get("weight", n.id)) for n in layers]
+        sec.figures.append(figures.bars(names, {"bits per weight": [n.quant_info.get("bits") for n in layers]},
+                                        "Bits per weight, per layer", "bits", f"fig-quant-{ctx.partition}"))
+    if not sec.status_ok:
+        sec.notes.append(f"the solver stopped with status {s.get('status')!r}; the plan shown is the one applied")
+    return sec
+
+
+def _layers(ctx: Context) -> list[Any]:
+    if ctx.graph is None:
+        return []
+    seen, out = set(), []
+    for n in ctx.graph.nodes:
+        w = n.quant_info.get("weight")
+        if n.partition == ctx.partition and n.quant_info and w not in seen:
+            seen.add(w)
+            out.append(n)
+    return out
