@@ -27,6 +27,9 @@ def kiln_backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], option
     from compiler.driver import compile_fx
     from compiler.options import CompileOptions
 
+    from compiler.report_print import install_report_printer
+
+    install_report_printer(os.environ.get("KILN_REPORT"))  # KILN_REPORT=1: each report on stderr
     options = dict(options or {})
     if "tuning_cache" not in options:  # the one place torch.compile reads the environment
         options["tuning_cache"] = os.environ.get("KILN_CACHE") or None

@@ -209,19 +209,23 @@ def pool_text(pools: dict[str, int]) -> str:
     return text
 
 
-def print_report(report: dict[str, Any]) -> None:
+def print_report(report: dict[str, Any], console: Console | None = None, title: str | None = None) -> None:
+    """The report table; rows the report lacks (a torch.compile graph is not timed against
+    eager) are left out. `compiler/report_print.py` prints torch.compile's with it."""
     from compiler.commands.latency import latency_rows
 
-    console = Console()
-    table = Table(title=Text(f"kiln compile {report['model']} --target {report['target']}"), show_header=False)
+    console = console or Console()
+    title = title or f"kiln compile {report['model']} --target {report['target']}"
+    table = Table(title=Text(title), show_header=False)
     rows = [
         ("ops", report["num_ops"]),
         ("kernels", report["num_kernels"]),
         ("partitions", report["num_partitions"]),
         ("compile", f"{report['compile_s']:.2f} s" + (" (cache hit)" if report.get("cache_hit") else "")),
-        ("startup", f"{report.get('startup_s', 0.0):.2f} s importing torch.export and the backend (once per process)"),
-        *latency_rows(report),
-        ("max abs err", f"{report['max_abs_err']:.3g} ({report['check']})"),
+        *([("startup", f"{report['startup_s']:.2f} s importing torch.export and the backend (once per process)")]
+          if "startup_s" in report else []),
+        *(latency_rows(report) if "eager_ms" in report else []),
+        *([("max abs err", f"{report['max_abs_err']:.3g} ({report['check']})")] if "max_abs_err" in report else []),
         ("tuned", (f"{report.get('tuned_kernels', 0)} kernels with tuned knobs "
                    f"({report.get('tuning_hits', 0)} found in the tuning cache)")),
         ("fallback ops", ", ".join(f"{f['op']} x{f['count']}" for f in report["fallback_ops"]) or "none"),
