@@ -202,5 +202,14 @@ def run_rank(ctx: RankContext, payload: tuple, inputs: tuple[torch.Tensor, ...],
 
 
 def run_many(ctx: RankContext, jobs: list[tuple]) -> list[dict[str, Any]]:
-    """Several planned models in one process group (tests: one spawn checks every plan)."""
-    return [run_rank(ctx, *job, repeats=1) for job in jobs]
+    """Several planned models in one process group (tests: one spawn checks every plan).
+
+    A job is (kind, payload, inputs, expected, atol, rtol), kind "shard" or "pipeline".
+    """
+    from compiler.distributed import pipeline_runtime
+
+    out = []
+    for kind, *job in jobs:
+        out.append(pipeline_runtime.run_rank(ctx, *job) if kind == "pipeline" else run_rank(ctx, *job, repeats=1))
+        dist.barrier()
+    return out

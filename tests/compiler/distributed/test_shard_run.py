@@ -32,8 +32,12 @@ def _jobs(mesh: tuple[int, ...]) -> tuple[list[tuple], list[str]]:
         captured = capture(model, inputs)
         for solver in SOLVERS:
             planned = plan_model(captured, inputs, f"shard{{mesh={mesh_opt} solver={solver} cluster={CLUSTER}}}", mesh)
-            jobs.append((planned.payload(), tuple(inputs), planned.eager_outputs, 1e-4, 1e-4))
+            jobs.append(("shard", planned.payload(), tuple(inputs), planned.eager_outputs, 1e-4, 1e-4))
             names.append(f"{name}/{solver}")
+        if len(mesh) == 1 and name != "mlp":  # one stage per rank, 2 microbatches
+            planned = plan_model(captured, inputs, f"pipeline{{stages={mesh[0]} microbatches=2}}", mesh)
+            jobs.append(("pipeline", planned.payload(), tuple(inputs), planned.eager_outputs, 1e-4, 1e-4))
+            names.append(f"{name}/pipeline")
     return jobs, names
 
 
@@ -46,13 +50,16 @@ def _check(mesh: tuple[int, ...]) -> None:
     split = set()
     for rank_reports in results:
         for name, report in zip(names, rank_reports):
-            assert report["ok"], (name, report)
+            assert report.get("ok", True), (name, report)  # a pipeline checks on rank 0 only
             assert report["issued"] == report["predicted"], (name, report)
             if report["issued"]:
                 split.add(name)
     # the baselines differ: Megatron all-reduces, data parallel gathers once at the end
     assert {"gpt/megatron", "gpt/data-parallel", "encoder/megatron"} <= split
     assert not any(n.endswith("/replicate") for n in split)
+    if len(mesh) == 1:
+        assert results[0][names.index("gpt/pipeline")]["ok"]
+        assert results[0][names.index("encoder/pipeline")]["ok"]
 
 
 def test_two_ranks_every_plan_equals_eager() -> None:
@@ -88,8 +95,16 @@ def test_plan_mesh_must_match_the_run() -> None:
     model, inputs = mlp()
     with pytest.raises(PlanError, match=r"plans for mesh 2x2 but the run has 4 \(4 ranks\)"):
         plan_model(model, inputs, "shard{mesh=2x2}", (4,))
-    with pytest.raises(PlanError, match="has no shard pass"):
+    with pytest.raises(PlanError, match="has no shard or pipeline pass"):
         plan_model(model, inputs, "kiln-canonicalize", (2,))
+
+
+def test_batch_not_divisible_by_microbatches_is_refused() -> None:
+    model, inputs = gpt_layers(2, batch=2)
+    with pytest.raises(PlanError, match="batch 2 is not divisible by 4 microbatches"):
+        plan_model(model, inputs, "pipeline{stages=2 microbatches=4}", (2,))
+    with pytest.raises(PlanError, match=r"needs --nproc 2, got mesh 4"):
+        plan_model(model, inputs, "pipeline{stages=2 microbatches=2}", (4,))
 
 
 def test_cli_mesh_vs_world_size_is_one_line() -> None:
