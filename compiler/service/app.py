@@ -1,6 +1,6 @@
 """The routes of the autotuning cache service (`kiln serve`); OpenAPI docs at /docs.
 
-    GET  /v1/health                         liveness and the database it talks to
+    GET  /v1/health                         liveness, the database, its durability settings
     GET  /v1/auth                           200 when this request's token may write, else 401
     GET  /v1/records/{key}                  the best record for a kernel key, or 404
     PUT  /v1/records/{key}                  store a measured record; the fastest one wins
@@ -76,10 +76,10 @@ def create_app(config: ServiceConfig, engine: Engine | None = None) -> FastAPI:
     @app.get("/v1/health", response_model=Health)
     def health() -> Health:
         try:
-            db.ping(engine)
+            settings = db.durability(engine)  # one query also proves the database answers
         except Exception as err:  # the service is up but useless: say so with 503
             raise HTTPException(503, f"database unreachable: {type(err).__name__}") from None
-        return Health(status="ok", database=engine.dialect.name, version=_kiln_version())
+        return Health(status="ok", database=engine.dialect.name, version=_kiln_version(), durability=settings)
 
     @app.get(
         "/v1/auth",

@@ -192,3 +192,19 @@ def count_by_target(engine: Engine) -> dict[str, int]:
 def ping(engine: Engine) -> None:
     with engine.connect() as connection:
         connection.exec_driver_sql("SELECT 1")
+
+
+SQLITE_SYNCHRONOUS = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+
+
+def durability(engine: Engine) -> dict[str, str]:
+    """The settings an acknowledged write's durability rests on, read back from a live
+    connection of `engine` (what is in force, not what the code meant to set)."""
+    with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            sync = connection.exec_driver_sql("PRAGMA synchronous").scalar()
+            mode = connection.exec_driver_sql("PRAGMA journal_mode").scalar()
+            return {"journal_mode": str(mode), "synchronous": SQLITE_SYNCHRONOUS.get(sync, str(sync))}
+        commit = connection.exec_driver_sql("SHOW synchronous_commit").scalar()
+        fsync = connection.exec_driver_sql("SHOW fsync").scalar()
+        return {"synchronous_commit": str(commit), "fsync": str(fsync)}

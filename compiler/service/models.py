@@ -91,3 +91,8 @@ class Health(BaseModel):
     status: str
     database: str
     version: str
+    durability: dict[str, str] = Field(
+        default_factory=dict,
+        description="read from a live connection: SQLite journal_mode and synchronous, "
+        "PostgreSQL synchronous_commit and fsync",
+    )

@@ -90,3 +90,27 @@ def test_restart_and_kill_9_during_a_write_burst_lose_no_acknowledged_write(tmp_
     with sqlite3.connect(db_path) as con:
         assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         assert con.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_the_durability_setting_is_in_force_on_the_service_connections(tmp_path):
+    """The claim is "WAL with synchronous=FULL" (compiler/service/db.py): a kill -9 alone
+    would pass with NORMAL too, so the setting itself is read back, from the running server
+    (/v1/health asks one of its own connections) and from every connection of its pool."""
+    from compiler.service import db
+
+    db_path = tmp_path / "pragma.sqlite"
+    with ServerProcess(f"sqlite:///{db_path}", token=TOKEN, log_path=tmp_path / "log") as server:
+        health = httpx.get(f"{server.url}/v1/health").json()
+        assert health["durability"] == {"journal_mode": "wal", "synchronous": "FULL"}
+    engine = db.make_engine(f"sqlite:///{db_path}")
+    held = [engine.connect() for _ in range(3)]  # three live connections: three connect events
+    try:
+        for connection in held:
+            assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    finally:
+        for connection in held:
+            connection.close()
+        engine.dispose()
+    with sqlite3.connect(db_path) as raw:  # WAL is a property of the file, kept after the server
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-tvm = pytest.importorskip("tvm")
+import tvm  # a required dependency: a broken TVM fails these tests instead of skipping them
 from tvm import relax
 from tvm.relax import op as O
 
