@@ -328,13 +328,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="write the committed benchmarks/results/latest.* (the README's tables)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--report", type=Path, default=None,
+                        help="also write an offline HTML page of speedups per model and system here")
     args = parser.parse_args(argv)
     try:
         out_dir = results_dir(args.out, args.update_results)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    run_benchmarks(
+    results = run_benchmarks(
         args.models,
         args.systems,
         repeats=args.repeats,
@@ -347,6 +349,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress=not args.no_progress,
         command=shlex.join(["python", "-m", "benchmarks.run", *argv]),
     )
+    if args.report is not None:
+        from benchmarks.report import to_json_dict
+        from compiler.report.bench import write_bench_report
+
+        print(f"wrote {write_bench_report(to_json_dict(results), args.report)}")
     return 0
 
 

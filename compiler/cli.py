@@ -74,13 +74,27 @@ def compile(  # noqa: A001 - the command is called compile
     ),
     part: Optional[str] = typer.Option(None, "--part", help="--target hls: FPGA part (default xcu280-fsvh2892-2L-e)."),
     clock_ns: Optional[float] = typer.Option(None, "--clock-ns", help="--target hls: clock period in ns (default 5)."),
+    report: Optional[Path] = typer.Option(
+        None, "--report", help="Write one offline HTML page of every decision here (see `kiln report`)."
+    ),
 ) -> None:
     """Compile a model and report ops, kernels, compile time, latency and error against eager."""
     from compiler.commands.compile_cmd import run_compile
 
     extra = {k: str(v) for k, v in (("part", part), ("clock-ns", clock_ns)) if v is not None}
     run_compile(model, target, out, pipeline, check, as_json, strict, dump_ir, no_cache, atol, rtol, cache,
-                extra)
+                extra, html_report=report)
+
+
+@app.command()
+def report(
+    source: Path = typer.Argument(..., help="A directory written by `kiln compile --out`, or a bench latest.json."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="The HTML file (default: SOURCE/report.html)."),
+) -> None:
+    """Render the offline HTML report of a compile (or a benchmark run) written earlier."""
+    from compiler.commands.report_cmd import run_report
+
+    run_report(source, output)
 
 
 @app.command()

@@ -92,6 +92,7 @@ def solver_card(s: dict[str, Any], objective: str | None = None, bound: str | No
         if k in s:
             rows.append((f"time ({k})", f"{float(s[k]) * 1e3:.1f} ms"))
     rows.extend((k, fmt(s[k])) for k in extra if k in s)
+    rows.extend((k, fmt(s[k])) for k in ("fallback_reason", "note") if k in s)  # why it fell back
     return rows
 
 
