@@ -20,7 +20,7 @@ from compiler.cli import fail
 def run_compile(
     model_spec: str, target: str, out: Path | None, pipeline: str | None, check: bool,
     as_json: bool, strict: bool, dump_ir: bool, no_cache: bool, atol: float, rtol: float,
-    cache_url: str | None = None, extra: dict[str, str] | None = None,
+    cache_url: str | None = None, extra: dict[str, str] | None = None, html_report: Path | None = None,
 ) -> None:
     from backends import BackendError, UnknownTargetError
     from backends.registry import TARGETS
@@ -87,15 +87,30 @@ def run_compile(
     report.update(_latencies(model, compiled, inputs, target))
     report["max_abs_err"] = max_err
     report["check"] = "pass" if ok else "FAIL"
+    from compiler.report.steps import without_ir
+
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
+        (out / "report.json").write_text(json.dumps(without_ir(report), indent=2, default=str))
+    if html_report is not None:
+        write_html_report(report, html_report, as_json)
     if as_json:
-        sys.stdout.write(json.dumps(report, default=str) + "\n")
+        sys.stdout.write(json.dumps(without_ir(report), default=str) + "\n")
     else:
         print_report(report)
     if check and not ok:
         fail(f"output differs from eager PyTorch: max abs error {max_err:.3g} (atol {atol}, rtol {rtol})", code=1)
+
+
+def write_html_report(report: dict[str, Any], path: Path, quiet: bool) -> None:
+    """`--report out.html`: the page of every decision (compiler/report), after the timing."""
+    from compiler.report import write_report
+
+    write_report(report, path)
+    if not quiet:
+        from compiler.cli import err_console
+
+        err_console.print(f"wrote the report to {path}", markup=False, highlight=False, soft_wrap=True)
 
 
 def compare(actual: Any, expected: Any, atol: float, rtol: float) -> tuple[float, bool]:
