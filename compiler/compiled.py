@@ -9,16 +9,25 @@ import torch
 from torch.utils import _pytree as pytree
 
 
+class InputMismatchError(ValueError):
+    """A call whose tensors differ in shape or dtype from those the module was compiled for."""
+
+
 class CompiledModule:
-    def __init__(self, run: Callable[..., list[Any]], in_spec: Any, out_spec: Any, report: dict[str, Any]):
+    def __init__(self, run: Callable[..., list[Any]], in_spec: Any, out_spec: Any, report: dict[str, Any],
+                 signature: list[tuple[tuple[int, ...], torch.dtype]] | None = None):
         self._run = run
         self._in_spec = in_spec
         self._out_spec = out_spec
         self.report = report
+        # (shape, dtype) of every flat input tensor: kernels are shaped for exactly these
+        self.signature = signature
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if kwargs or not all(isinstance(a, torch.Tensor) for a in args):
             args = tuple(pytree.tree_leaves((args, kwargs)) if kwargs else pytree.tree_leaves(args))
+        if self.signature is not None:
+            self._check(args)
         with torch.no_grad():
             outs = self._run(*args)
         if self._out_spec is None:
@@ -26,6 +35,20 @@ class CompiledModule:
         if self._single_output:  # the common case, without pytree's generic walk
             return outs[0]
         return pytree.tree_unflatten(list(outs), self._out_spec)
+
+    def _check(self, args: tuple[Any, ...]) -> None:
+        """One line naming the input and both signatures, instead of a kernel's internal error."""
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+        if len(tensors) != len(self.signature):  # type: ignore[arg-type]
+            raise InputMismatchError(
+                f"compiled for {len(self.signature)} input tensors, called with {len(tensors)}")  # type: ignore[arg-type]
+        for i, (a, (shape, dtype)) in enumerate(zip(tensors, self.signature)):  # type: ignore[arg-type]
+            if a.shape != shape or a.dtype != dtype:
+                raise InputMismatchError(
+                    f"input {i} was compiled as {tuple(shape)} {str(dtype).removeprefix('torch.')}, called with "
+                    f"{tuple(a.shape)} {str(a.dtype).removeprefix('torch.')}: compile_model specializes to the "
+                    "example inputs; compile again for this shape, or use torch.compile(model, backend=\"kiln\"), "
+                    "which compiles once per shape")
 
     @property
     def _single_output(self) -> bool:

@@ -170,7 +170,9 @@ def compile_graph(
         from compiler.report import write_report
 
         write_report(report, opts.report)
-    return CompiledModule(run, graph.in_spec, None if flat_outputs else graph.out_spec, report)
+    signature = None if flat_outputs else [(tuple(t.shape), t.dtype) for t in _user_tensors(graph, example_inputs)
+                                           if isinstance(t, torch.Tensor)]
+    return CompiledModule(run, graph.in_spec, None if flat_outputs else graph.out_spec, report, signature)
 
 
 def no_fallback_message(target: str, failures: list[Any]) -> str:

@@ -1,8 +1,10 @@
 """`torch.compile(model, backend="kiln")`, registered through the torch_dynamo_backends entry point.
 
 Dynamo hands over an FX graph and example inputs; Kiln compiles it and returns a
-callable over the same flat inputs. A graph Kiln cannot capture at all (dynamic shapes,
-export failure) runs in eager with a warning: torch.compile must never break a model.
+callable over the same flat inputs. A graph with symbolic shapes (after a shape change,
+or `dynamic=True`) is compiled once per concrete shape (`compiler/shape_specialize.py`).
+A graph Kiln cannot capture at all (export failure) runs in eager with a warning:
+torch.compile must never break a model.
 
 Dynamo keeps the returned callable to itself, so each compile's report is also logged
 (INFO on this module's logger, the dict as the record's `kiln_report` attribute): that
@@ -23,9 +25,8 @@ log = logging.getLogger(__name__)
 
 
 def kiln_backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], options: dict | None = None):
-    from compiler.capture import CaptureError
-    from compiler.driver import compile_fx
     from compiler.options import CompileOptions
+    from compiler.shape_specialize import ShapeSpecializing, is_dynamic
 
     from compiler.report_print import install_report_printer
 
@@ -34,6 +35,16 @@ def kiln_backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], option
     if "tuning_cache" not in options:  # the one place torch.compile reads the environment
         options["tuning_cache"] = os.environ.get("KILN_CACHE") or None
     opts = CompileOptions.from_mapping(options)
+    if is_dynamic(gm, example_inputs):  # a shape changed, or dynamic=True: one compile per shape
+        log.info("kiln: Dynamo graph with symbolic shapes: compiling per concrete shape")
+        return ShapeSpecializing(gm, lambda g, args: _compile_static(g, args, opts))
+    return _compile_static(gm, example_inputs, opts)
+
+
+def _compile_static(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], opts):
+    from compiler.capture import CaptureError
+    from compiler.driver import compile_fx
+
     try:
         compiled = compile_fx(gm, example_inputs, opts)
     except CaptureError as err:
