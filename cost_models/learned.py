@@ -230,8 +230,11 @@ def evaluate(
     """Held-out ranking quality of the learned model, against the roofline model.
 
     Kernels (or, with `by="workload"`, whole models) are split into `folds`; each fold is
-    ranked by a model trained on the others. The roofline prediction of a configuration is
-    its kernel's roofline time (the `roofline_us` feature): the same for every config.
+    ranked by a model trained on the others. Nothing of the held-out fold reaches training
+    (`_training_for`): not its kernels, not a kernel the model cannot tell from one of
+    them (the same features under another key), and by workload not any record measured
+    in a held-out model. The roofline prediction of a configuration is its kernel's
+    roofline time (the `roofline_us` feature): the same for every config.
     """
     groups = _grouped(samples)
     if by == "workload":
@@ -245,9 +248,12 @@ def evaluate(
     n_folds = max(2, min(folds, len(shuffled)))
     fold_of = {u: i % n_folds for i, u in enumerate(shuffled)}
     learned, roofline = [], []
+    withheld = 0
     for fold in range(n_folds):
-        train = [s for g, m in groups.items() if fold_of[unit_of[g]] != fold for s in m]
         test = {g: m for g, m in groups.items() if fold_of[unit_of[g]] == fold}
+        held = {u for u in units if fold_of[u] == fold}
+        train, dropped = _training_for(groups, test, held if by == "workload" else set())
+        withheld += dropped
         if not train or not test:
             continue
         model = LearnedCostModel.fit(train, seed=seed, rounds=rounds)
@@ -261,7 +267,32 @@ def evaluate(
         "learned": ranking_metrics(learned),
         "roofline": ranking_metrics(roofline),
         "pooled_roofline_spearman": _pooled_roofline(samples),
+        "withheld_lookalikes": withheld,
     }
+
+
+def kernel_signature(kernel: Mapping[str, float]) -> tuple[tuple[str, float], ...]:
+    """What the model sees of a kernel: two kernels with one signature are one to it."""
+    return tuple(sorted((k, float(v)) for k, v in kernel.items()))
+
+
+def _training_for(
+    groups: Mapping[str, list[Sample]], test: Mapping[str, list[Sample]], held_workloads: set[str],
+) -> tuple[list[Sample], int]:
+    """The samples a fold may train on, and how many other kernels were withheld because
+    the model could not tell them from a held-out one (or, by workload, because they hold
+    records measured in a held-out model)."""
+    seen = {kernel_signature(m[0].kernel) for m in test.values()}
+    train: list[Sample] = []
+    dropped = 0
+    for g, members in groups.items():
+        if g in test:
+            continue
+        if kernel_signature(members[0].kernel) in seen or any(s.workload in held_workloads for s in members):
+            dropped += 1
+            continue
+        train.extend(members)
+    return train, dropped
 
 
 def _pooled_roofline(samples: Sequence[Sample]) -> float:

@@ -43,6 +43,9 @@ class SearchOptions:
     seed: int = 0
     threads: int = 2
     startup_trials: int = 3  # TPE's random start
+    # what precedes each timed call (`measure.MeasureJob.context`): "library-call" as in a
+    # model, or "isolated" (tests that exercise the worker, not the labels)
+    context: str = "library-call"
 
 
 @dataclass
@@ -263,7 +266,7 @@ def make_measure(
         counter["n"] += 1
         job = MeasureJob(
             task.ir_text(), dict(task.program.params), configs, options.threads,
-            rounds=rounds or 7, fault=fault_for(index) if fault_for else None,
+            rounds=rounds or 7, context=options.context, fault=fault_for(index) if fault_for else None,
         )
         out = worker.measure(job, options.timeout_s * (1 + 0.5 * (len(configs) - 1)))
         if on_job is not None:

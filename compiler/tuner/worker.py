@@ -17,6 +17,7 @@ import os
 import sys
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Any
 
 KEEP_BUILT = 16
@@ -66,11 +67,11 @@ def run_job(job, built: OrderedDict) -> Any:
             for config, kernel in zip(job.configs, kernels):
                 _check(kernel(*args), expected, config)
         context = library_call(job.threads) if job.context == "library-call" else None
-        rounds = _time_interleaved(kernels, args, job.rounds, job.min_round_s, context)
+        latencies, rounds, error = time_kernels(kernels, args, job.rounds, job.min_round_s, context)
     except Exception as err:  # noqa: BLE001 - a bad candidate is a result, not a crash
         reason = f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}"
         return MeasureResult([None] * len(job.configs), reason[:500], wall_s=time.perf_counter() - start)
-    return MeasureResult([min(r) for r in rounds], None, build_s, time.perf_counter() - start, rounds)
+    return MeasureResult(latencies, error, build_s, time.perf_counter() - start, rounds)
 
 
 def _prepare(job, built: OrderedDict):
@@ -138,7 +139,7 @@ def library_call(threads: int):
     a wake-up that a kernel timed in a tight loop of its own never sees. Measured here on
     mlp's GELU: 12 us parallel vs 19 us serial in a loop of its own, 22-34 us vs 17-19 us
     right after a linear. So each timed call is preceded by this call, whose own time is
-    measured in the same rounds and subtracted.
+    measured in the same rounds and subtracted (`net_of_context`).
     """
     import torch
 
@@ -149,8 +150,10 @@ def library_call(threads: int):
 
 
 def _time_interleaved(kernels, args, rounds: int, min_round_s: float, context=None) -> list[list[float]]:
-    """Per kernel, `rounds` samples of seconds per call, the kernels' rounds interleaved;
-    with a `context` call before each kernel call, less the context's own time."""
+    """Per kernel, `rounds` samples of seconds per call, the kernels' rounds interleaved.
+
+    With a `context` call, each kernel call follows one context call, and the context alone
+    is timed as one more entry, last: the samples are raw (see `net_of_context`)."""
     fns = [lambda k=k: k(*args) for k in kernels]
     if context is not None:
         fns = [lambda f=f: (context(), f()) for f in fns] + [context]
@@ -170,10 +173,59 @@ def _time_interleaved(kernels, args, rounds: int, min_round_s: float, context=No
             for _ in range(calls[i]):
                 fn()
             samples[i].append((time.perf_counter() - start) / calls[i])
+    return samples
+
+
+# A kernel's time after the library call is resolved only when it exceeds the resolution
+# of the call's own fastest round (its two fastest rounds differ by that much; slower
+# rounds are load bursts, which the minimum ignores) and this share of the call: on a
+# shared 2-core machine a repeated measurement moves by ~5% (see `cost_models.learned`).
+RESOLVE_SHARE = 0.05
+
+
+@dataclass(frozen=True)
+class NetTiming:
+    """Kernel seconds per call net of the context call that precedes it.
+
+    `latencies[i]` is the fastest round with context less the fastest round of the context
+    alone, or None when that difference is within `noise_s`: such a kernel costs less than
+    the measurement can resolve, and a floored or negative number would be a label that
+    ranks it as the fastest configuration. `rounds` are the per-round differences (each
+    round's context subtracted, unfloored), for judging the spread."""
+
+    latencies: list[float | None]
+    rounds: list[list[float]]
+    context_s: float
+    noise_s: float
+
+    def error(self) -> str | None:
+        if all(v is not None for v in self.latencies):
+            return None
+        return (f"within measurement noise: kernel time after the library call is below "
+                f"{self.noise_s * 1e6:.2f} us (the call itself takes {self.context_s * 1e6:.2f} us); "
+                "no label recorded")
+
+
+def net_of_context(with_context: list[list[float]], alone: list[float]) -> NetTiming:
+    context = min(alone)
+    fastest = sorted(alone)
+    noise = max(fastest[1] - fastest[0] if len(fastest) > 1 else 0.0, RESOLVE_SHARE * context)
+    latencies: list[float | None] = []
+    for per in with_context:
+        net = min(per) - context
+        latencies.append(net if net > noise else None)
+    rounds = [[t - c for t, c in zip(per, alone)] for per in with_context]
+    return NetTiming(latencies, rounds, context, noise)
+
+
+def time_kernels(kernels, args, rounds: int, min_round_s: float, context=None):
+    """(latencies, per-round samples, error): the fastest round per kernel; with a context,
+    net of it, and an error naming the noise when a kernel cannot be resolved."""
+    samples = _time_interleaved(kernels, args, rounds, min_round_s, context)
     if context is None:
-        return samples
-    alone = min(samples.pop())
-    return [[max(t - alone, 1e-9) for t in per] for per in samples]
+        return [min(r) for r in samples], samples, None
+    net = net_of_context(samples[:-1], samples[-1])
+    return net.latencies, net.rounds, net.error()
 
 
 def _example(tensor_type, generator):
