@@ -86,6 +86,7 @@ class TVMBackend:
         from tvm import relax
 
         from backends.tvm import library
+        from backends.tvm.arena import memory_pipeline, record_memory
         from backends.tvm.compile import build_executable
         from backends.tvm.dense_packed import DenseOptions
         from backends.tvm.knobs import schedule_options
@@ -135,16 +136,20 @@ class TVMBackend:
         if hit:
             executable = tvm.runtime.load_module(str(path))
             num_kernels = int(json.loads(meta.read_text())["num_kernels"])
+            memory = json.loads(meta.read_text()).get("memory", {})
         else:
             schedules = {name: schedule_options(c, threads) for name, c in tuned.items()}
+            # map-memory's plan: intermediates at their offsets in one arena (arena.py)
+            arena, memory = memory_pipeline(program.module, lowered.arena_offsets, target)
             executable, num_kernels = build_executable(
-                lowered.module, target, lowered.grouped, schedules
+                lowered.module, target, lowered.grouped, schedules, arena
             )
+            memory = memory() if memory else {}
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_suffix(f".{os.getpid()}.tmp.so")
                 executable.export_library(str(tmp))
-                meta.write_text(json.dumps({"num_kernels": num_kernels, "target": str(target)}))
+                meta.write_text(json.dumps({"num_kernels": num_kernels, "target": str(target), "memory": memory}))
                 os.replace(tmp, path)  # atomic, and last: a reader never sees half an entry
         artifacts: dict[str, Path] = {}
         if options.out_dir is not None:
@@ -153,6 +158,7 @@ class TVMBackend:
             executable.export_library(str(artifacts["library"]))
             artifacts["relax"] = options.out_dir / "relax.py"
             artifacts["relax"].write_text(lowered.module.script())
+        record_memory(program.module, memory)
         vm = relax.VirtualMachine(executable, tvm.cpu())
         return TVMKernel(
             vm["main"], params, num_kernels, hit, artifacts, lowered.reference_ops, tuned, hits,

@@ -50,14 +50,17 @@ def build_executable(
     target: Target,
     kiln_groups: bool | None = None,
     schedules: Mapping[str, ScheduleOptions] | None = None,
+    arena: tvm.transform.Pass | None = None,
 ) -> tuple[object, int]:
     """Compile with Kiln's schedules; a schedule that breaks codegen is dropped, not fatal.
 
     `schedules` gives tuned options by PrimFunc name (`kiln_group_<id>`); the others get
     the default options. When the whole module fails to build, each scheduled PrimFunc is
     built on its own and the ones that fail fall back to their unscheduled (legalized)
-    form, so a schedule bug costs speed, never a build.
+    form, so a schedule bug costs speed, never a build. `arena` (`arena.arena_pipeline`)
+    replaces TVM's default Relax pipeline to put intermediates in `map-memory`'s arena.
     """
+    relax_pipeline = {"relax_pipeline": arena} if arena is not None else {}
     fused = fuse(module, target, kiln_groups)
     kernels = kernel_count(fused)
     unscheduled = dict(fused.functions_items())  # schedule_module updates the module in place
@@ -67,7 +70,7 @@ def build_executable(
             fused[gvar] = schedule_prim_func(func, target, options)[0]
     scheduled = schedule_module(fused, target)
     try:
-        return tvm.compile(scheduled, target=target), kernels
+        return tvm.compile(scheduled, target=target, **relax_pipeline), kernels
     except Exception:  # noqa: BLE001 - find and drop the schedules that broke codegen
         pass
     for gvar, func in list(scheduled.functions_items()):
@@ -77,7 +80,7 @@ def build_executable(
             tvm.tirx.build(func.with_attr("global_symbol", gvar.name_hint), target=target)
         except Exception:  # noqa: BLE001
             scheduled[gvar] = unscheduled[gvar].with_attr(SCHEDULE_ATTR, "none")
-    return tvm.compile(scheduled, target=target), kernels
+    return tvm.compile(scheduled, target=target, **relax_pipeline), kernels
 
 
 def kernel_count(fused: tvm.IRModule) -> int:

@@ -51,6 +51,9 @@ class Lowered:
     grouped: bool = False  # the fuse pass decided groups (even all-singleton ones)
     # Linear weight -> packed TIR kernel or library, and why (`dense_packed.py`).
     dense_paths: dict[str, str] = field(default_factory=dict)
+    # Relax variable name of each value `map-memory` placed in its arena -> byte offset
+    # (`arena.py` finds the allocation behind each name after CallTIRRewrite).
+    arena_offsets: dict[str, int] = field(default_factory=dict)
 
     def bind(self, params: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """The trailing arguments of `main`, in order, for these parameter values."""
@@ -352,6 +355,7 @@ def lower_program(program: Program, dense: DenseOptions | None = None) -> Lowere
     Ops that the fusion pass put in one group (`group` attribute) become one Relax
     function marked Primitive, which FuseTIR turns into one PrimFunc: one kernel.
     """
+    from backends.tvm.arena import planned_offsets
     from backends.tvm.groups import emit_group, plan_steps
     from backends.tvm.knobs import lowers_to_tir
     from backends.tvm.quant_lower import QuantLowering
@@ -394,8 +398,9 @@ def lower_program(program: Program, dense: DenseOptions | None = None) -> Lowere
         all_params = inputs + [params[n] for n in bound] + [var for _, _, var in derived.items]
         bb.emit_func_output(gv, params=all_params)
     grouped = any("group" in op.attributes for op in block.ops)
+    arena = {env[v].name: o for v, o in planned_offsets(block).items() if isinstance(env.get(v), relax.Var)}
     return Lowered(bb.get(), bound, reference_ops, quant.paths, [(n, fn) for n, fn, _ in derived.items], grouped,
-                   dense_plan.paths)
+                   dense_plan.paths, arena)
 
 
 def tensor_type(value: SSAValue) -> relax.TensorType:

@@ -28,6 +28,7 @@ from ir import dtypes
 
 ALIGN = 64  # bytes; one cache line, the widest SIMD load
 SOURCE_OPS = ("kiln.param", "kiln.constant")
+VIEW_OPS = ("kiln.reshape",)  # ops every runtime runs as a view of their input
 
 
 @dataclass(frozen=True)
@@ -136,12 +137,20 @@ def execution_steps(fn: func.FuncOp) -> list[list[Operation]]:
 
 
 def lifetimes(fn: func.FuncOp, steps: list[list[Operation]] | None = None) -> Lifetimes:
-    """Buffers of `fn` for the given step order (default: `execution_steps(fn)`)."""
+    """Buffers of `fn` for the given step order (default: `execution_steps(fn)`).
+
+    A reshape that is a step of its own is a view in every runtime (TVM lowers it to
+    `R.reshape`, torch to `view`): it gets no buffer, and the buffer it views lives until
+    the reshape's own readers are done.
+    """
     steps = execution_steps(fn) if steps is None else steps
     step_of = {op: t for t, ops in enumerate(steps) for op in ops}
     returned = set(fn.body.block.last_op.operands) if fn.body.block.last_op else set()
-    buffers: list[Buffer] = []
+    spans: list[list[int]] = []  # [size, start, end, nbytes] per buffer
+    names: list[str] = []
     values: list[SSAValue] = []
+    root: dict[SSAValue, int | None] = {}  # a view -> the buffer it reads (None: not planned)
+    buffer_of: dict[SSAValue, int] = {}
     internal = 0
     returned_bytes = 0
     for t, ops in enumerate(steps):
@@ -157,8 +166,18 @@ def lifetimes(fn: func.FuncOp, steps: list[list[Operation]] | None = None) -> Li
                     internal += 1
                     continue
                 end = max(outside, default=t)
-                buffers.append(Buffer(len(buffers), -(-max(nbytes, 1) // ALIGN), t, end, nbytes, _name(op, r)))
+                if len(ops) == 1 and op.name in VIEW_OPS:
+                    source = op.operands[0]
+                    base = buffer_of.get(source, root.get(source))
+                    root[r] = base
+                    if base is not None:
+                        spans[base][2] = max(spans[base][2], end)
+                    continue
+                buffer_of[r] = len(spans)
+                spans.append([-(-max(nbytes, 1) // ALIGN), t, end, nbytes])
+                names.append(_name(op, r))
                 values.append(r)
+    buffers = [Buffer(i, size, start, end, nbytes, names[i]) for i, (size, start, end, nbytes) in enumerate(spans)]
     weights = []
     for op in fn.body.block.ops:
         if op.name in SOURCE_OPS:
