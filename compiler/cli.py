@@ -183,6 +183,20 @@ def run(
     run_run(model, nproc, mesh, pipeline, check, atol, rtol, as_json, timeout)
 
 
+@app.command("trace-experts")
+def trace_experts(
+    model: str = typer.Argument(..., help="path/to/file.py:factory; factory() returns (model, example_inputs)"),
+    samples: int = typer.Option(8, "--samples", min=1, help="Calibration inputs drawn like the example inputs."),
+    data: Optional[str] = typer.Option(None, "--data", help="torch.save'd list of input tuples (instead of --samples)."),
+    out: str = typer.Option(..., "--out", help="Where to write the routing trace (JSON)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for drawn inputs."),
+) -> None:
+    """Record MoE routing (per token, per layer: top-k experts and weights) for place-experts."""
+    from compiler.commands.trace_cmd import run_trace
+
+    run_trace(model, samples, data, out, seed)
+
+
 @app.command()
 def calibrate(
     threads: int = typer.Option(2, help="Threads to measure with (the cores Kiln will use)."),

@@ -35,6 +35,7 @@ DEFAULT_PIPELINE = "fold-constants,kiln-canonicalize,cse,dce"
 # (one line), so `parse_pipeline` knows it without the caller importing it first.
 BUILTIN_PASS_MODULES = (
     "passes.canonicalize",
+    "passes.experts",
     "passes.fold_constants",
     "passes.fusion",
     "passes.memory",
