@@ -144,6 +144,11 @@ def emit_matmul(group: Group, ctx: TemplateContext) -> list[KernelSpec]:
             b = dequant_value(em, deq, b_idx, KBlock("k0", knobs.BLOCK_K))
         else:
             b = zero_outside(em, em.value(op.operands[1], b_idx))
+        # An operand that broadcasts along M, N or K (an expanded row, a weight with
+        # N = 1, a prologue of a smaller tensor) evaluates to a thinner tile; tl.dot needs
+        # [BLOCK_M, BLOCK_K] x [BLOCK_K, BLOCK_N] or it rejects the accumulator.
+        a = em.var(f"tl.broadcast_to({a}, (BLOCK_M, BLOCK_K))", a.masks)
+        b = em.var(f"tl.broadcast_to({b}, (BLOCK_K, BLOCK_N))", b.masks)
         em.line(f'acc = tl.dot({a}, {b}, acc, input_precision="{knobs.input_precision}")')
     result = Expr("acc", union(rm, rn))
     if linear and len(op.operands) == 3:
