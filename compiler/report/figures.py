@@ -66,6 +66,18 @@ def stage_times(stages: list[tuple[str, float]], div_id: str = "fig-stages") -> 
     return to_div(fig, div_id)
 
 
+def kernel_times(names: list[str], micros: list[float], div_id: str = "fig-kernel-times") -> str:
+    """The kernels with the largest modeled time, slowest first."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure(go.Bar(x=micros, y=names, orientation="h", marker_color="#2563eb",
+                           hovertemplate="%{y}: %{x:.2f} us modeled<extra></extra>"))
+    fig.update_yaxes(autorange="reversed")
+    fig.update_xaxes(title="modeled time (us)")
+    _layout(fig, f"Modeled time per kernel (the {len(names)} slowest)", 140 + 18 * len(names))
+    return to_div(fig, div_id)
+
+
 def bars(labels: list[str], series: dict[str, list[float | None]], title: str, axis: str, div_id: str,
          log: bool = False) -> str:
     """Grouped bars: one group per label, one bar per series (baselines side by side)."""

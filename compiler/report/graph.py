@@ -117,7 +117,7 @@ def _node(op: Operation, nid: str, partition: int, target: str, dense: dict, qua
         kind = TARGET_KERNEL.get(target, target)
         node.path = kind if node.group is None else f"{kind} (group {node.group})"
     if weight:
-        node.name += f" {weight}"
+        node.name = f"{node.name} {weight}".strip()
     return node
 
 

@@ -121,6 +121,13 @@ def kernel_section(report: dict[str, Any], kernels: list[Any], hw: Any) -> Secti
                   ("measured", f"{fmt(report.get('kiln_ms'))} ms whole model" if measured else
                    "not measured per kernel (the whole model's time is in the overview)")]
     sec.figures.append(figures.roofline(kernels, hw, measured))
+    slowest = sorted(kernels, key=lambda k: -k.modeled_us)[:25]
+    labels = [f"{k.name} ({'+'.join(k.ops[:3])}{'+...' if len(k.ops) > 3 else ''})" for k in slowest]
+    sec.figures.append(figures.kernel_times(labels, [k.modeled_us for k in slowest]))
+    no_flops = sum(1 for k in kernels if not k.flops)
+    if no_flops:
+        sec.notes.append(f"{no_flops} of {len(kernels)} kernels do no arithmetic (data movement: reshape, permute, "
+                         "slice, ...): they have no point on the roofline's log axes, only a modeled time")
     rows = [[k.name, ", ".join(k.ops[:8]) + (" ..." if len(k.ops) > 8 else ""), fmt(k.flops), fmt(k.bytes_moved),
              fmt(round(k.intensity, 3)), fmt(k.modeled_us), k.path] for k in kernels]
     sec.tables.append(Table("Every kernel", ["kernel", "ops", "FLOPs", "bytes moved", "FLOP/byte",

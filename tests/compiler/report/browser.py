@@ -23,7 +23,13 @@ def _first(paths: tuple[str, ...], name: str) -> str | None:
     return next((p for p in paths if Path(p).exists()), None) or shutil.which(name)
 
 
+NO_DOT = "no Graphviz `dot` to lay out the graph: apt-get install graphviz (.ci/run does)"
+requires_dot = pytest.mark.skipif(shutil.which("dot") is None, reason=NO_DOT)
+
+
 def missing_reason() -> str | None:
+    if shutil.which("dot") is None:
+        return NO_DOT
     try:
         import selenium  # noqa: F401
     except ImportError:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from browser import requires_dot
 from compiler.cli import app
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -17,6 +18,7 @@ def kiln(*args: str):
     return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 
+@requires_dot
 def test_compile_report_then_kiln_report_of_the_out_dir(tmp_path: Path) -> None:
     out, page = tmp_path / "out", tmp_path / "mlp.html"
     done = kiln("compile", f"{ROOT}/examples/zoo.py:mlp", "-t", "eager", "-p", "fuse", "--out", str(out),

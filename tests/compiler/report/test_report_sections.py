@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from browser import requires_dot
 from compiler.report.graph import build_graph
 from compiler.report.render import compile_stages, render_report
 from compiler.report.sections import RENDERERS, Context, decision_sections, register
@@ -85,6 +86,7 @@ def test_compile_stages_add_up_to_the_compile_time() -> None:
     assert sum(t for _, t in stages) == pytest.approx(3.0)
 
 
+@requires_dot
 def test_the_page_is_self_contained() -> None:
     ir, decisions = optimized(RECOMPUTE_IR.read_text(), "fuse{multi-reduction=false}")
     page = render_report(report_of(ir, decisions))
@@ -94,6 +96,16 @@ def test_the_page_is_self_contained() -> None:
     assert "Plotly" in page  # plotly.js itself is inline
     assert page.count('class="node"') == 3 + 1  # 4 ops drawn (two copies of the add)
     assert 'id="decision-fusion"' in page
+
+
+def test_without_graphviz_the_page_says_why_and_lists_the_ops(monkeypatch) -> None:
+    import compiler.report.graph_svg as graph_svg
+
+    monkeypatch.setattr(graph_svg.shutil, "which", lambda name: None)
+    ir, decisions = optimized(RECOMPUTE_IR.read_text(), "fuse{multi-reduction=false}")
+    page = render_report(report_of(ir, decisions))
+    assert "apt-get install graphviz" in page and 'id="graph-svg"' not in page
+    assert page.count("<tr><td>p0.") == 4  # the op table still lists every op
 
 
 def test_json_report_drops_only_the_ir() -> None:
