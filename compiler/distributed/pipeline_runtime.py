@@ -57,7 +57,8 @@ def run_rank(ctx: RankContext, payload: tuple, inputs: tuple[torch.Tensor, ...],
             for o in mine:
                 if any(v not in env for v in o.operands):
                     continue  # a source's consumer lives on another stage
-                env[o.results[0]] = _apply(o, [env[v] for v in o.operands], params, m)
+                out = _apply(o, [env[v] for v in o.operands], params, m)
+                env.update(zip(o.results, out if isinstance(out, tuple) else (out,)))
             if outgoing is not None:
                 dist.send(env[outgoing].contiguous(), dst=s + 1)
                 calls["send"] += 1

@@ -148,7 +148,8 @@ def predicted_collectives(module: ModuleOp) -> dict[str, int]:
             edge(v, q)
         if "kiln.all_reduce" in op.attributes:
             counts["all_reduce"] += len(op.attributes["kiln.all_reduce"].data.split(","))
-        placement[op.results[0]] = parse(op.attributes["kiln.placement"].data)
+        for r in op.results:
+            placement[r] = parse(op.attributes["kiln.placement"].data)
     return dict(counts)
 
 

@@ -148,7 +148,9 @@ def run_local(fn: func.FuncOp, inputs: list[torch.Tensor], params: dict[str, tor
         local = [reshard(env[v][0], env[v][1], q, dtypes.shape_of(v.type), coll) for v, q in zip(op.operands, wants)]
         reduce_axes = [int(a) for a in op.attributes["kiln.all_reduce"].data.split(",")] \
             if "kiln.all_reduce" in op.attributes else []  # type: ignore[union-attr]
-        env[op.results[0]] = (_apply(op, local, out_p, reduce_axes, coll), out_p)
+        out = _apply(op, local, out_p, reduce_axes, coll)
+        for r, value in zip(op.results, out if isinstance(out, tuple) else (out,)):
+            env[r] = (value, out_p)  # several results (top-k) are replicated alike
     raise RuntimeError("function has no return")
 
 

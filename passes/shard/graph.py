@@ -88,12 +88,14 @@ def build_graph(fn: func.FuncOp, mesh: tuple[int, ...], tie: bool = True) -> Sha
             continue
         if not op.name.startswith("kiln."):
             raise ValueError(f"shard: op {op.name} is not a kiln op; run shard on captured kiln IR")
-        if len(op.results) != 1:
-            raise ValueError(f"shard: {op.name} has {len(op.results)} results; only single-result ops are planned")
+        if not op.results:
+            raise ValueError(f"shard: {op.name} has no result; only value-producing ops are planned")
+        # An op with several results (top-k) runs replicated, so one placement covers them all.
         node = Node(len(nodes), op, op.results[0], enumerate_strategies(op, mesh))
         for k, operand in enumerate(op.operands):
             edges.append((of_value[operand], node.index, k))
-        of_value[op.results[0]] = node.index
+        for r in op.results:
+            of_value[r] = node.index
         nodes.append(node)
     graph = ShardGraph(fn, mesh, nodes, edges, returns)
     _tie(graph, tie)

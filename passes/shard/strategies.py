@@ -58,6 +58,8 @@ def _broadcast_map(operand: tuple[int, ...], out: tuple[int, ...]) -> tuple[int 
 def iteration_space(op: Operation) -> IterSpace | None:
     """The table: how each op kind's iteration dims index its operands. None: replicate only."""
     name = op.name
+    if len(op.results) != 1:
+        return None
     ins = [_shape(o) for o in op.operands]
     out = _shape(op.results[0]) if op.results else ()
     ident = tuple(range(len(out)))
