@@ -58,7 +58,7 @@ for _name, _targets in {
     "erf": [aten.erf.default],
     "sin": [aten.sin.default],
     "cos": [aten.cos.default],
-    "logical_not": [aten.logical_not.default, aten.bitwise_not.default],
+    "logical_not": [aten.logical_not.default],
 }.items():
     converts(*_targets)(_unary(_name))
 
@@ -97,8 +97,8 @@ for _name, _targets in {
     "pow": [aten.pow.Tensor_Scalar, aten.pow.Tensor_Tensor],
     "maximum": [aten.maximum.default],
     "minimum": [aten.minimum.default],
-    "logical_and": [aten.logical_and.default, aten.bitwise_and.Tensor],
-    "logical_or": [aten.logical_or.default, aten.bitwise_or.Tensor],
+    "logical_and": [aten.logical_and.default],
+    "logical_or": [aten.logical_or.default],
 }.items():
     converts(*_targets)(_binary(_name))
 
@@ -398,3 +398,6 @@ def _topk(lw: Lowering, x, k, dim=-1, largest=True, sorted=True):
     op = TopkOp.make(lw.value(x), k=int(k), dim=int(dim), largest=bool(largest))
     lw.block.add_op(op)
     return (op.values, op.indices)
+
+
+from compiler.capture import table_extra  # noqa: E402,F401  (registers more converters; imports this module)

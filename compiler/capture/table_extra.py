@@ -1,0 +1,410 @@
+"""More aten converters, each expressed through existing kiln ops so every backend gets it.
+
+Real HF models sent these ops to eager (issue 9): bool `&`/`|` on attention masks,
+`to.device` to the same device, advanced indexing (`x[arange, argmax]`, bert's mask
+`index.Tensor`), `gather`, integer `cumsum` (RoBERTa's position ids), `argmax`,
+`zeros_like` and friends, constant `pad`, `adaptive_avg_pool1d`, `conv1d` and
+string-padded `conv2d`, `group_norm`. None needs a new kiln op: a gather is a row
+`kiln.embedding` over a flattened table with a computed linear index, `cumsum` a masked
+sum against a triangular constant, `conv1d` a conv2d of height 1, `group_norm` a
+`kiln.layer_norm` over each group followed by the per-channel affine. Combinations these
+forms do not model are declined with `lw.unsupported`, and the node falls back.
+
+Recurrent layers (`aten.lstm.input`, `aten.gru.input`) are unrolled in `table_rnn.py`.
+Registered into `table.TABLE` on import (table.py imports this module last).
+"""
+
+from __future__ import annotations
+
+import torch
+from xdsl.ir import SSAValue
+
+from compiler.capture.lowering import Lowering
+from compiler.capture.table import _compare, _slice_value, converts
+from ir import dtypes
+from ir.ops.contraction import Conv2dOp
+from ir.ops.elementwise import BINARY_OPS, COMPARE_OPS, UNARY_OPS, CastOp, WhereOp
+from ir.ops.movement import ConcatOp, EmbeddingOp, ExpandOp, PermuteOp, ReshapeOp
+from ir.ops.normalization import LayerNormOp
+from ir.ops.pooling import Pool2dOp
+from ir.ops.reduction import ReduceOp
+from ir.ops.sources import ConstantOp
+
+aten = torch.ops.aten
+MAX_CUMSUM = 1024  # the masked-sum form is n^2 along the scanned dim
+
+
+# ---- small helpers -----------------------------------------------------------------------
+def shape(v: SSAValue) -> tuple[int, ...]:
+    return tuple(dtypes.shape_of(v.type))
+
+
+def const(lw: Lowering, tensor: torch.Tensor) -> SSAValue:
+    return lw.emit(ConstantOp.of(tensor))
+
+
+def full(lw: Lowering, value: bool | int | float, size: tuple[int, ...], dtype: torch.dtype) -> SSAValue:
+    """A tensor of one value: a rank-0 constant broadcast (never a big inline literal)."""
+    scalar = const(lw, torch.tensor(value, dtype=dtype))
+    return scalar if not size else lw.emit(ExpandOp.make(scalar, shape=tuple(size)))
+
+
+def binary(lw: Lowering, name: str, a: SSAValue, b: SSAValue) -> SSAValue:
+    return lw.emit(BINARY_OPS[name].make(a, b))
+
+
+def reshape(lw: Lowering, v: SSAValue, size: tuple[int, ...]) -> SSAValue:
+    return v if shape(v) == tuple(size) else lw.emit(ReshapeOp.make(v, shape=tuple(size)))
+
+
+def permute(lw: Lowering, v: SSAValue, dims: tuple[int, ...]) -> SSAValue:
+    return v if tuple(dims) == tuple(range(len(dims))) else lw.emit(PermuteOp.make(v, dims=tuple(dims)))
+
+
+def cast(lw: Lowering, v: SSAValue, dtype: torch.dtype) -> SSAValue:
+    if dtypes.dtype_of(v.type) == dtype:
+        return v
+    return lw.emit(CastOp.make(v, dtype=str(dtype).removeprefix("torch.")))
+
+
+def numel(size: tuple[int, ...]) -> int:
+    n = 1
+    for d in size:
+        n *= d
+    return n
+
+
+def wrap_negative(lw: Lowering, idx: SSAValue, size: int) -> SSAValue:
+    """Python-style negative indices: `idx < 0 ? idx + size : idx`."""
+    dt = dtypes.dtype_of(idx.type)
+    negative = lw.emit(COMPARE_OPS["lt"].make(idx, const(lw, torch.tensor(0, dtype=dt))))
+    shifted = binary(lw, "add", idx, const(lw, torch.tensor(size, dtype=dt)))
+    return lw.emit(WhereOp.make(negative, shifted, idx))
+
+
+def arange_along(lw: Lowering, n: int, dim: int, rank: int, scale: int = 1) -> SSAValue:
+    """`arange(n) * scale` shaped to broadcast along `dim` of a rank-`rank` tensor."""
+    values = torch.arange(n, dtype=torch.int64) * scale
+    return const(lw, values.reshape([1] * dim + [n] + [1] * (rank - dim - 1)))
+
+
+# ---- booleans, comparisons, devices, fills ---------------------------------------------------
+def _bool_binary(name: str):
+    def convert(lw: Lowering, a, b):
+        va = lw.value(a) if isinstance(a, torch.fx.Node) else None
+        vb = lw.value(b, like=va)
+        va = va if va is not None else lw.value(a, like=vb)
+        if dtypes.dtype_of(va.type) != torch.bool or dtypes.dtype_of(vb.type) != torch.bool:
+            raise lw.unsupported(f"bitwise {name.removeprefix('logical_')} on integers (only booleans are lowered)")
+        return binary(lw, name, va, vb)
+
+    return convert
+
+
+converts(aten.__and__.Tensor, aten.bitwise_and.Tensor, aten.__and__.Scalar,
+         aten.bitwise_and.Scalar)(_bool_binary("logical_and"))
+converts(aten.__or__.Tensor, aten.bitwise_or.Tensor, aten.__or__.Scalar,
+         aten.bitwise_or.Scalar)(_bool_binary("logical_or"))
+
+
+@converts(aten.logical_not.default, aten.bitwise_not.default)
+def _not(lw: Lowering, x):
+    vx = lw.value(x)
+    if dtypes.dtype_of(vx.type) != torch.bool and lw.node.target is aten.bitwise_not.default:
+        raise lw.unsupported("bitwise_not on integers (only booleans are lowered)")
+    return lw.emit(UNARY_OPS["logical_not"].make(vx))
+
+
+for _alias, _name in {"greater": "gt", "greater_equal": "ge", "less": "lt", "less_equal": "le",
+                      "not_equal": "ne"}.items():
+    converts(getattr(aten, _alias).Tensor, getattr(aten, _alias).Scalar)(_compare(_name))
+
+
+@converts(aten.to.device, aten.to.other, aten.to.prim_Device)
+def _to_device(lw: Lowering, x, *args, **kwargs):
+    """Kiln runs where the tensor already is: a same-device `to` is a cast or nothing."""
+    vx = lw.value(x)
+    source, target = lw.meta(x).device, lw.meta().device
+    if source != target:
+        raise lw.unsupported(f"device transfer {source} -> {target}")
+    return cast(lw, vx, lw.meta().dtype)
+
+
+@converts(aten.zeros_like.default, aten.ones_like.default, aten.full_like.default, aten.empty_like.default,
+          aten.new_zeros.default, aten.new_ones.default, aten.new_full.default, aten.new_empty.default)
+def _fill_like(lw: Lowering, x, *args, **kwargs):
+    """A fresh tensor of one value shaped from the node; `empty` is given zeros."""
+    name = lw.node.target._schema.name.split("::")[-1]
+    if name in ("full_like", "new_full"):
+        value = args[-1] if name == "full_like" else args[1]
+        value = kwargs.get("fill_value", value)
+    else:
+        value = 1 if "ones" in name else 0
+    if isinstance(value, torch.fx.Node):
+        raise lw.unsupported("fill value is a tensor")
+    val = lw.meta()
+    return full(lw, value, lw.out_shape(), val.dtype)
+
+
+# ---- gathers ---------------------------------------------------------------------------------
+def _gather_rows(lw: Lowering, table: SSAValue, linear: SSAValue) -> SSAValue:
+    """`table.reshape(-1, R)[linear]`, shaped `linear.shape + (R,)`."""
+    size = shape(table)
+    rows = lw.emit(ReshapeOp.make(table, shape=(numel(size), 1))) if len(size) != 2 else table
+    return lw.emit(EmbeddingOp.make(rows, linear))
+
+
+@converts(aten.index.Tensor)
+def _index(lw: Lowering, x, indices):
+    """Advanced indexing with integer tensors: one row gather over the indexed dims, flattened."""
+    vx = lw.value(x)
+    size = shape(vx)
+    positions = [i for i, ix in enumerate(indices) if ix is not None]
+    if not positions:
+        return vx
+    values = [lw.value(indices[i]) for i in positions]
+    if any(not dtypes.is_int(v.type) or dtypes.dtype_of(v.type) == torch.bool for v in values):
+        raise lw.unsupported("boolean mask indexing (its result shape depends on the data)")
+    rest = [d for d in range(len(size)) if d not in positions]
+    table = permute(lw, vx, tuple(positions + rest))
+    rest_size = tuple(size[d] for d in rest)
+    table = reshape(lw, table, (numel(tuple(size[p] for p in positions)), numel(rest_size)))
+    linear = None
+    for p, v in zip(positions, values):
+        v = cast(lw, wrap_negative(lw, v, size[p]), torch.int64)
+        stride = numel(tuple(size[q] for q in positions if q > p))
+        term = v if stride == 1 else binary(lw, "mul", v, const(lw, torch.tensor(stride)))
+        linear = term if linear is None else binary(lw, "add", linear, term)
+    gathered = lw.emit(EmbeddingOp.make(table, linear))  # index shape + (prod(rest),)
+    batch = shape(linear)
+    out = reshape(lw, gathered, batch + rest_size)
+    adjacent = positions == list(range(positions[0], positions[-1] + 1))
+    if adjacent and positions[0] > 0:  # torch keeps the indexed block where it was
+        b, lead = len(batch), positions[0]
+        dims = tuple(range(b, b + lead)) + tuple(range(b)) + tuple(range(b + lead, b + len(rest)))
+        out = permute(lw, out, dims)
+    return out
+
+
+@converts(aten.gather.default)
+def _gather(lw: Lowering, x, dim, index, sparse_grad=False):
+    vx, vi = lw.value(x), lw.value(index)
+    size, isize = shape(vx), shape(vi)
+    rank = len(size)
+    if rank == 0:
+        raise lw.unsupported("gather on a scalar")
+    dim %= rank
+    strides = [numel(size[d + 1:]) for d in range(rank)]
+    linear = cast(lw, wrap_negative(lw, vi, size[dim]), torch.int64)
+    if strides[dim] != 1:
+        linear = binary(lw, "mul", linear, const(lw, torch.tensor(strides[dim])))
+    for d in range(rank):
+        if d != dim and isize[d] > 1:
+            linear = binary(lw, "add", linear, arange_along(lw, isize[d], d, rank, strides[d]))
+    return reshape(lw, _gather_rows(lw, vx, linear), isize)
+
+
+@converts(aten.stack.default)
+def _stack(lw: Lowering, xs, dim=0):
+    values = [lw.value(x) for x in xs]
+    dim %= len(shape(values[0])) + 1
+    parts = [reshape(lw, v, shape(v)[:dim] + (1,) + shape(v)[dim:]) for v in values]
+    return parts[0] if len(parts) == 1 else lw.emit(ConcatOp.make(*parts, dim=dim))
+
+
+# ---- scans and arg-reductions ----------------------------------------------------------------
+@converts(aten.cumsum.default)
+def _cumsum(lw: Lowering, x, dim, *, dtype=None):
+    """Integer cumsum (position ids, routing counts) as a sum masked by a lower triangle.
+
+    Exact for integers. Floating-point cumsum stays in eager: this form costs n^2 work
+    along the scanned dim, which only pays for the short integer scans real models do.
+    """
+    out_dtype = lw.meta().dtype
+    if out_dtype.is_floating_point or out_dtype.is_complex:
+        raise lw.unsupported("floating-point cumsum (only integer scans are lowered)")
+    vx = cast(lw, lw.value(x), out_dtype)
+    size = shape(vx)
+    if not size:
+        return vx
+    dim %= len(size)
+    n = size[dim]
+    if n > MAX_CUMSUM:
+        raise lw.unsupported(f"cumsum over {n} > {MAX_CUMSUM} elements")
+    last = len(size) - 1
+    order = tuple(d for d in range(len(size)) if d != dim) + (dim,)
+    moved = permute(lw, vx, order)
+    row = reshape(lw, moved, shape(moved)[:-1] + (1, n))  # [..., 1, k]
+    lower = const(lw, torch.ones(n, n, dtype=torch.bool).tril())  # [i, k]: k <= i
+    zero = const(lw, torch.tensor(0, dtype=out_dtype))
+    masked = lw.emit(WhereOp.make(lower, row, zero))  # [..., i, k]
+    summed = lw.emit(ReduceOp.make(masked, kind="sum", dims=(len(shape(masked)) - 1,), keepdim=False))
+    back = tuple(order.index(d) for d in range(len(size)))
+    return permute(lw, summed, back) if dim != last else summed
+
+
+def _arg_reduce(kind: str):
+    def convert(lw: Lowering, x, dim=None, keepdim=False):
+        """First index of the max (min): `min(where(x == max(x), arange, n))` along dim."""
+        vx = lw.value(x)
+        if dim is None:
+            vx, dim = reshape(lw, vx, (numel(shape(vx)),)), 0
+        size = shape(vx)
+        if not size:
+            return full(lw, 0, (), torch.int64)
+        dim %= len(size)
+        extreme = lw.emit(ReduceOp.make(vx, kind=kind, dims=(dim,), keepdim=True))
+        hit = lw.emit(COMPARE_OPS["eq"].make(vx, extreme))
+        candidates = lw.emit(WhereOp.make(hit, arange_along(lw, size[dim], dim, len(size)),
+                                          const(lw, torch.tensor(size[dim]))))
+        first = lw.emit(ReduceOp.make(candidates, kind="min", dims=(dim,), keepdim=bool(keepdim)))
+        return reshape(lw, first, lw.out_shape())
+
+    return convert
+
+
+converts(aten.argmax.default)(_arg_reduce("max"))
+converts(aten.argmin.default)(_arg_reduce("min"))
+
+
+# ---- padding, pooling, convolutions, group norm ----------------------------------------------
+def pad_constant(lw: Lowering, vx: SSAValue, pads: list[int], value: float | int = 0) -> SSAValue:
+    """torch's `pad` list (last dim first, low then high), constant mode: crops and concats."""
+    out = vx
+    dtype = dtypes.dtype_of(vx.type)
+    for i in range(len(pads) // 2):
+        dim = len(shape(vx)) - 1 - i
+        lo, hi = int(pads[2 * i]), int(pads[2 * i + 1])
+        if lo < 0 or hi < 0:  # a negative pad crops
+            n = shape(out)[dim]
+            out = _slice_value(lw, out, dim, max(-lo, 0), n - max(-hi, 0), 1)
+        parts = []
+        for amount, is_body in ((lo, False), (0, True), (hi, False)):
+            if is_body:
+                parts.append(out)
+            elif amount > 0:
+                block = list(shape(out))
+                block[dim] = amount
+                parts.append(full(lw, value, tuple(block), dtype))
+        if len(parts) > 1:
+            out = lw.emit(ConcatOp.make(*parts, dim=dim))
+    return out
+
+
+@converts(aten.constant_pad_nd.default, aten.pad.default)
+def _pad(lw: Lowering, x, pads, *args, **kwargs):
+    if lw.node.target is aten.pad.default:
+        mode = kwargs.get("mode", args[0] if args else "constant")
+        value = kwargs.get("value", args[1] if len(args) > 1 else None)
+        if mode != "constant":
+            raise lw.unsupported(f"pad mode {mode!r} (only constant padding is lowered)")
+    else:
+        value = kwargs.get("value", args[0] if args else 0)
+    return pad_constant(lw, lw.value(x), list(pads), 0 if value is None else value)
+
+
+@converts(aten.adaptive_avg_pool1d.default)
+def _adaptive_avg_pool1d(lw: Lowering, x, output_size):
+    vx = lw.value(x)
+    size = shape(vx)
+    (out,) = output_size
+    if size[-1] % out:
+        raise lw.unsupported(f"adaptive pooling {size[-1]} -> {out} is not a uniform window")
+    grouped = reshape(lw, vx, size[:-1] + (out, size[-1] // out))
+    return lw.emit(ReduceOp.make(grouped, kind="mean", dims=(len(size),), keepdim=False))
+
+
+def _tuple(v, n: int) -> tuple[int, ...]:
+    if isinstance(v, (list, tuple)):
+        return tuple(int(a) for a in v) * (n // len(v))
+    return (int(v),) * n
+
+
+def _string_padding(lw: Lowering, padding: str, kernel: tuple[int, ...], dilation: tuple[int, ...],
+                    stride: tuple[int, ...]) -> list[tuple[int, int]]:
+    """(low, high) per spatial dim for torch's 'valid' / 'same' (extra padding goes high)."""
+    if padding == "valid":
+        return [(0, 0)] * len(kernel)
+    if padding != "same":
+        raise lw.unsupported(f"padding={padding!r}")
+    if any(s != 1 for s in stride):
+        raise lw.unsupported("padding='same' with stride > 1")
+    total = [d * (k - 1) for k, d in zip(kernel, dilation)]
+    return [(t // 2, t - t // 2) for t in total]
+
+
+def _conv(lw: Lowering, x, w, b, stride, padding, dilation, groups, spatial: int):
+    """conv1d / conv2d (int or string padding) through kiln.conv2d; conv1d has height 1."""
+    vx, vw = lw.value(x), lw.value(w)
+    if len(shape(vw)) != spatial + 2:
+        raise lw.unsupported(f"weight rank {len(shape(vw))} for a {spatial}-d convolution")
+    stride, dilation = _tuple(stride, spatial), _tuple(dilation, spatial)
+    kernel = shape(vw)[2:]
+    if isinstance(padding, str):
+        pairs = _string_padding(lw, padding, kernel, dilation, stride)
+    else:
+        pairs = [(p, p) for p in _tuple(padding, spatial)]
+    unbatched = len(shape(vx)) == spatial + 1
+    if unbatched:
+        vx = reshape(lw, vx, (1,) + shape(vx))
+    if spatial == 1:
+        vx = reshape(lw, vx, shape(vx)[:2] + (1,) + shape(vx)[2:])
+        vw = reshape(lw, vw, shape(vw)[:2] + (1,) + shape(vw)[2:])
+        stride, dilation, pairs = (1,) + stride, (1,) + dilation, [(0, 0)] + pairs
+    if any(lo != hi for lo, hi in pairs):  # asymmetric 'same': pad explicitly, then convolve
+        flat = [p for lo_hi in reversed(pairs) for p in lo_hi]
+        vx = pad_constant(lw, vx, flat, 0)
+        pairs = [(0, 0)] * len(pairs)
+    out = lw.emit(Conv2dOp.make(vx, vw, lw.value(b) if b is not None else None, stride=stride,
+                                padding=tuple(lo for lo, _ in pairs), dilation=dilation, groups=int(groups)))
+    return reshape(lw, out, lw.out_shape())
+
+
+@converts(aten.conv1d.default, aten.conv1d.padding)
+def _conv1d(lw: Lowering, x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
+    return _conv(lw, x, w, b, stride, padding, dilation, groups, spatial=1)
+
+
+@converts(aten.conv2d.padding)
+def _conv2d_padding(lw: Lowering, x, w, b=None, stride=1, padding="valid", dilation=1, groups=1):
+    return _conv(lw, x, w, b, stride, padding, dilation, groups, spatial=2)
+
+
+@converts(aten.group_norm.default)
+def _group_norm(lw: Lowering, x, groups, w=None, b=None, eps=1e-5, cudnn_enabled=True):
+    """Normalize each group with kiln.layer_norm (no affine), then the per-channel affine."""
+    vx = lw.value(x)
+    size = shape(vx)
+    n, c = size[0], size[1]
+    if c % groups:
+        raise lw.unsupported(f"{c} channels do not split into {groups} groups")
+    grouped = reshape(lw, vx, (n, int(groups), numel(size) // (n * groups)))
+    normed = reshape(lw, lw.emit(LayerNormOp.make(grouped, None, None, eps=float(eps), ndims=1)), size)
+    per_channel = (c,) + (1,) * (len(size) - 2)
+    if w is not None:
+        normed = binary(lw, "mul", normed, reshape(lw, lw.value(w), per_channel))
+    if b is not None:
+        normed = binary(lw, "add", normed, reshape(lw, lw.value(b), per_channel))
+    return normed
+
+
+@converts(aten.avg_pool2d.default)
+def _avg_pool2d(lw: Lowering, x, kernel, stride=None, padding=0, ceil_mode=False, count_include_pad=True,
+                divisor_override=None):
+    """Average pooling; `ceil_mode` only where it changes nothing or makes one global window."""
+    if divisor_override is not None:
+        raise lw.unsupported("avg_pool2d with divisor_override")
+    vx = lw.value(x)
+    h, w = shape(vx)[2:]
+    k = _tuple(kernel, 2)
+    s = _tuple(stride, 2) if stride else k
+    p = _tuple(padding, 2)
+    out = lw.out_shape()[2:]
+    floor_out = tuple((n + 2 * pd - kd) // sd + 1 for n, pd, kd, sd in zip((h, w), p, k, s))
+    if ceil_mode and out != floor_out:
+        if out == (1, 1) and p == (0, 0) and k[0] >= h and k[1] >= w:  # one window over everything
+            return lw.emit(ReduceOp.make(vx, kind="mean", dims=(2, 3), keepdim=True))
+        raise lw.unsupported("avg_pool2d ceil_mode=True with a partial last window")
+    if not count_include_pad and p != (0, 0):
+        raise lw.unsupported("avg_pool2d with count_include_pad=False and padding")
+    return lw.emit(Pool2dOp.make(vx, kind="avg", kernel=k, stride=s, padding=p))
