@@ -78,6 +78,28 @@ def kernel_times(names: list[str], micros: list[float], div_id: str = "fig-kerne
     return to_div(fig, div_id)
 
 
+def arena(buffers: list[dict[str, Any]], arena_bytes: Any, bound_bytes: Any, div_id: str) -> str:
+    """The memory plan: each buffer a rectangle over its lifetime (steps) and bytes (offset)."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for k, b in enumerate(buffers):
+        x0, x1, y0, y1 = b["start"] - 0.45, b["end"] + 0.45, b["offset"], b["offset"] + b["bytes"]
+        fig.add_trace(go.Scatter(
+            x=[x0, x1, x1, x0, x0], y=[y0, y0, y1, y1, y0], fill="toself", mode="lines", showlegend=False,
+            line=dict(width=0.5, color="#1e3a8a"), fillcolor=f"hsla({(k * 47) % 360}, 70%, 60%, 0.6)",
+            hoveron="fills", name=f"{b['name']}: {b['bytes']:,} B at {b['offset']:,}, steps {b['start']}-{b['end']}"))
+    for y, label, dash, where in ((arena_bytes, "arena", "solid", "top right"),
+                                  (bound_bytes, "max-live lower bound", "dot", "top left")):
+        if isinstance(y, (int, float)) and y > 0:
+            fig.add_hline(y=y, line_dash=dash, line_color="#dc2626", annotation_text=f"{label} {y:,.0f} B",
+                          annotation_position=where)
+    fig.update_xaxes(title="execution step")
+    fig.update_yaxes(title="offset in the arena (bytes)")
+    _layout(fig, "Arena: buffers over time (x) and offset (y)", 460)
+    return to_div(fig, div_id)
+
+
 def bars(labels: list[str], series: dict[str, list[float | None]], title: str, axis: str, div_id: str,
          log: bool = False) -> str:
     """Grouped bars: one group per label, one bar per series (baselines side by side)."""

@@ -17,6 +17,10 @@ from xdsl.dialects.builtin import DictionaryAttr, IntegerAttr, StringAttr, Tenso
 from xdsl.ir import Operation
 
 FREE_OPS = ("kiln.param", "kiln.constant")
+# per-op decision attributes shown on a node (the pass that writes each): map-memory, shard
+OP_DECISIONS = {"memory": "memory", "kiln.placement": "placement", "kiln.operand_placements": "operand placements",
+                "kiln.all_reduce": "all-reduce axes", "kiln.stage": "pipeline stage",
+                "kiln.expert_devices": "expert devices"}
 TARGET_KERNEL = {"tvm": "TVM kernel", "triton": "Triton kernel", "hls": "HLS layer", "eager": "eager"}
 
 
@@ -33,6 +37,8 @@ class Node:
     recomputed: bool = False
     reuse: int | None = None
     quant_info: dict[str, Any] = field(default_factory=dict)  # the quantize pass's per-layer record
+    # other decisions on the op: memory offset and tier, sharding placement, ...
+    decisions: dict[str, Any] = field(default_factory=dict)
     island: int | None = None  # eager nodes: which run of consecutive fallback steps
     name: str = ""  # SSA name or FX node name, for search
 
@@ -108,6 +114,10 @@ def _node(op: Operation, nid: str, partition: int, target: str, dense: dict, qua
     quant = op.attributes.get("quant")
     if isinstance(quant, DictionaryAttr):
         node.quant_info = {k: plain(v) for k, v in quant.data.items()}
+    for key, attr in op.attributes.items():
+        if key in OP_DECISIONS:
+            node.decisions[OP_DECISIONS[key]] = (
+                {k: plain(v) for k, v in attr.data.items()} if isinstance(attr, DictionaryAttr) else plain(attr))
     weight = _weight_name(op)
     if weight in dense:
         node.path = dense[weight]

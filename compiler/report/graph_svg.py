@@ -44,6 +44,7 @@ def node_tooltip(n: Node) -> str:
         parts.append("recomputed in several groups")
     if n.reuse is not None:
         parts.append(f"reuse factor: {n.reuse}")
+    parts.extend(f"{k}: {v}" for k, v in n.decisions.items())
     if n.name:
         parts.append(f"name: {n.name}")
     return "\n".join(parts)

@@ -73,6 +73,14 @@ def timeout_report(report_dir: Path) -> tuple[dict, Path]:
 
 
 @pytest.fixture(scope="session")
+def memory_report(report_dir: Path) -> tuple[dict, Path]:
+    from examples import zoo
+
+    path = report_dir / "memory.html"
+    return _compile(zoo.mlp, path, target="eager", pipeline="fold-constants,kiln-canonicalize,cse,dce,fuse,map-memory"), path
+
+
+@pytest.fixture(scope="session")
 def browser():
     reason = missing_reason()
     if reason:

@@ -110,6 +110,19 @@ def test_a_timed_out_solver_is_flagged_and_still_renders(browser, timeout_report
     assert q["fallback_reason"] in page["text"] or "solver stopped" in page["text"]
 
 
+def test_memory_plan_is_drawn_as_an_arena(browser, memory_report) -> None:
+    report, path = memory_report
+    m = report["decisions"]["memory"]
+    page = check_page(browser, report, path)
+    assert "decision-memory" in page["sections"]
+    drawn = browser.execute_script(
+        "return document.querySelector('#decision-memory .js-plotly-plot').data.length")
+    assert drawn == m["buffers"]  # one rectangle per planned buffer
+    placed = browser.execute_script("return JSON.parse(document.getElementById('graph-nodes').textContent)"
+                                    ".filter(n => n.decisions.memory && n.decisions.memory.offset).length")
+    assert placed > 0  # each op's offset shows on its node
+
+
 @pytest.mark.parametrize("width", [700])
 def test_narrow_window_still_has_no_console_errors(browser, gpt_report, width: int) -> None:
     _, path = gpt_report
