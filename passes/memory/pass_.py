@@ -30,7 +30,7 @@ from ir.program import entry_function
 from passes.memory.lifetimes import ALIGN, Lifetimes, execution_steps, lifetimes
 from passes.memory.offsets_ilp import OffsetPlan, plan_offsets
 from passes.memory.reorder import apply_order, better_order
-from passes.memory.tiers import Item, TierError, TierPlan, plan_tiers, tiers_for
+from passes.memory.tiers import Item, TierError, TierPlan, check_part, plan_tiers, tiers_for
 from passes.registry import register_pass
 
 SOLVERS = ("ilp", "best-fit")
@@ -62,6 +62,7 @@ class MapMemoryPass(ModulePass):
             raise MemoryOptionError(f"map-memory: unknown tiers {self.tiers!r}; use one of {', '.join(TIER_KINDS)}")
         if self.budget < 0:
             raise MemoryOptionError(f"map-memory: budget must be >= 0 bytes, got {self.budget}")
+        check_part(self.tiers, self.part)
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         summary = map_memory(op, self)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from cost_models.fpga import DEFAULT_PART, PARTS
 from cost_models.hardware import SPECS
 from cost_models.ilp import IntegerProgram, one_of, solve
+from passes.registry import PipelineError
 
 BRAM_BYTES = 18 * 1024 // 8
 URAM_BYTES = 288 * 1024 // 8
@@ -35,8 +36,9 @@ PCIE_BANDWIDTH = 25e9
 GPU_MEMORY = {"a100": 40 * 2**30, "h100": 80 * 2**30}
 
 
-class TierError(ValueError):
-    """Bad tier options or a capacity too small for any plan (one-line message)."""
+class TierError(PipelineError):
+    """Bad tier options or a capacity too small for any plan (one-line message; a
+    PipelineError, so `kiln opt` and `kiln compile` print it as one line)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,14 @@ class Tier:
     def seconds(self, nbytes: int, traffic: int) -> float:
         bw = self.bandwidth or self.bandwidth_per_block * max(1, self.blocks(nbytes))
         return traffic / bw
+
+
+def check_part(kind: str, part: str) -> None:
+    """Raise `TierError` for a part the tier kind does not know (checked with the options)."""
+    known = PARTS if kind == "fpga" else GPU_MEMORY if kind == "gpu" else None
+    if known is not None and part and part not in known:
+        what = "FPGA part" if kind == "fpga" else "GPU for tiers=gpu"
+        raise TierError(f"map-memory: unknown {what} {part!r}; known: {', '.join(sorted(known))}")
 
 
 def tiers_for(kind: str, part: str, budget: float, arena_bytes: int) -> list[Tier]:

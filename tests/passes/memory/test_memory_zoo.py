@@ -8,35 +8,16 @@ import torch
 from xdsl.dialects.builtin import DenseArrayBase, DictionaryAttr, i64
 
 from backends.eager.arena import ArenaInterpreter, arena_bytes, planned_offsets
-from compiler.capture import convert_nodes, from_model, plan_partitions
-from compiler.capture.convert import users_outside
 from compiler.driver import module_decisions
 from examples.zoo import ZOO
-from ir.interpreter import run_function
 from passes import run_pipeline
 from passes.memory.bestfit import best_fit, check_plan
 from passes.memory.lifetimes import ALIGN, Buffer, lifetimes
 
-TVM_FUSION = "fold-constants,kiln-canonicalize,cse,dce,fuse{fuse-contractions=false multi-reduction=true}"
-
-
-def capture(name: str):
-    model, inputs = ZOO[name]()
-    plan = plan_partitions(from_model(model, inputs))
-    (part,) = plan.partitions()
-    return convert_nodes(part, plan.consts, users_outside(part)).program, inputs
-
 
 @pytest.fixture(scope="module")
-def zoo():
-    out = {}
-    for name in ZOO:
-        program, inputs = capture(name)
-        with torch.no_grad():
-            reference = run_function(program.forward, inputs, program.params)
-        run_pipeline(program.module, TVM_FUSION)
-        out[name] = (program, inputs, reference)
-    return out
+def zoo(fused_zoo):
+    return {name: (f.program(), f.inputs, f.reference) for name, f in fused_zoo.items()}
 
 
 @pytest.mark.parametrize("name", list(ZOO))
@@ -58,12 +39,12 @@ def test_arena_run_is_identical_and_plan_is_tight(zoo, name):
         assert all(torch.equal(a, b) for a, b in zip(outputs, reference))
 
 
-def test_a_wrong_plan_changes_the_outputs(zoo):
+def test_a_wrong_plan_changes_the_outputs(fused_zoo):
     """The check above can fail: a plan that lets each buffer die right after its producer
     step (so later steps overwrite values still to be read) gives different outputs, or
     torch refuses a copy whose source and destination overlap."""
-    (program, inputs), reference = capture("gpt"), zoo["gpt"][2]
-    run_pipeline(program.module, f"{TVM_FUSION},map-memory")
+    program, inputs, reference = fused_zoo["gpt"].program(), fused_zoo["gpt"].inputs, fused_zoo["gpt"].reference
+    run_pipeline(program.module, "map-memory")
     life = lifetimes(program.forward)
     short = [Buffer(b.index, b.size, b.start, b.start) for b in life.buffers]
     wrong = dict(zip(life.values, best_fit(short)))
