@@ -100,6 +100,15 @@ def arena(buffers: list[dict[str, Any]], arena_bytes: Any, bound_bytes: Any, div
     return to_div(fig, div_id)
 
 
+def heatmap(z: list[list[float]], x: list[str], y: list[str], title: str, div_id: str) -> str:
+    import plotly.graph_objects as go
+
+    fig = go.Figure(go.Heatmap(z=z, x=x, y=y, colorscale="YlOrRd", hovertemplate="%{y}, %{x}: %{z:.3g}<extra></extra>"))
+    fig.update_yaxes(autorange="reversed")
+    _layout(fig, title, min(900, 160 + 16 * len(y)))
+    return to_div(fig, div_id)
+
+
 def bars(labels: list[str], series: dict[str, list[float | None]], title: str, axis: str, div_id: str,
          log: bool = False) -> str:
     """Grouped bars: one group per label, one bar per series (baselines side by side)."""

@@ -123,4 +123,4 @@ def decision_sections(decisions: dict[str, dict[str, Any]], ctx: Context) -> lis
 
 
 def _load_builtin() -> None:
-    from compiler.report.sections import fusion, hls, memory, quantization  # noqa: F401 - they register
+    from compiler.report.sections import experts, fusion, hls, memory, quantization  # noqa: F401 - they register

@@ -108,6 +108,32 @@ def test_without_graphviz_the_page_says_why_and_lists_the_ops(monkeypatch) -> No
     assert page.count("<tr><td>p0.") == 4  # the op table still lists every op
 
 
+def test_expert_placement_section_has_the_baselines_and_a_load_heat_map(tmp_path: Path) -> None:
+    import sys
+
+    sys.path.insert(0, str(RECOMPUTE_IR.parents[1] / "experts"))
+    from moe_cases import moe_ir, random_trace
+
+    trace = random_trace(2, 4, 2, 16, 2, 7)
+    trace.save(tmp_path / "trace.json")
+    pipeline = f'place-experts{{devices=2 trace="{tmp_path / "trace.json"}" time-limit=5}}'
+    ir, decisions = optimized(moe_ir(), pipeline)
+    report = {**report_of(ir, decisions), "pipeline": pipeline}
+    graph = build_graph(report, [ir])
+    (sec,) = decision_sections(decisions, Context(report, graph, 0))
+    assert sec.key == "decision-experts" and sec.status_ok
+    placements = [row[0] for row in sec.tables[0].rows]
+    assert placements[0].endswith("(chosen)") and {"contiguous", "round_robin", "greedy"} <= set(placements)
+    assert len(sec.figures) == 1 and "tokens routed" in sec.figures[0]
+    # a layer's cells add up to the tokens x top-k the trace routed (2 calls of 16 tokens, k=2)
+    from compiler.report.sections.experts import placement_grid
+
+    z, experts, rows, _ = placement_grid(Context(report, graph, 0), decisions["experts"])
+    assert len(experts) == 4 and rows[:2] == ["layer 0 / device 0", "layer 0 / device 1"]
+    assert sum(map(sum, z[:2])) == pytest.approx(2 * 16 * 2)
+    assert any(n.decisions.get("expert devices") for n in graph.nodes)
+
+
 def test_json_report_drops_only_the_ir() -> None:
     report = {"a": 1, "partitions": [{"optimized_ir": "x" * 100, "num_ops": 3}]}
     assert without_ir(report) == {"a": 1, "partitions": [{"num_ops": 3}]}
