@@ -2,7 +2,9 @@
 
 The parent process loads the model, captures it, and runs the pipeline (default
 `shard{mesh=N}`), so the plan is decided once and printed in the report; it then spawns
-N gloo ranks on loopback (`compiler/distributed/launch.py`, or joins torchrun's group).
+N gloo ranks on loopback (`compiler/distributed/launch.py`); started by
+`torchrun --nproc-per-node N --no-python -- kiln run ... --nproc N`, each process is one rank
+of torchrun's group instead (every rank plans, rank 0 reports).
 Each rank parses the planned IR, keeps its own shard of every parameter, and runs its
 local program with the collectives the plan names (`compiler/distributed/shard_runtime.py`).
 `--check` gathers the output and compares it with single-device eager; the report also
@@ -55,7 +57,7 @@ def run_run(
     model_spec: str, nproc: int, mesh_text: str | None, pipeline: str | None, check: bool,
     atol: float, rtol: float, as_json: bool, timeout_s: float,
 ) -> None:
-    from compiler.distributed.launch import DistributedRunError, spawn
+    from compiler.distributed.launch import DistributedRunError
     from compiler.model_loader import ModelSpecError, load_model
 
     try:
@@ -77,8 +79,8 @@ def run_run(
                 fail(str(err))
             expected = [t.detach() for t in planned.eager_outputs] if check else None
             target = PIPELINE_TARGET if planned.kind == "pipeline" else SHARD_TARGET
-            results = spawn(target, nproc, (planned.payload(), tuple(inputs), expected, atol, rtol),
-                            mesh=mesh, timeout_s=timeout_s)
+            results = launch(target, nproc, (planned.payload(), tuple(inputs), expected, atol, rtol),
+                             mesh, timeout_s)
     except ModelSpecError as err:
         fail(str(err))
     except DistributedRunError as err:
@@ -103,8 +105,26 @@ def _run_experts(model_spec: str, nproc: int, mesh: tuple[int, ...], pipeline: s
                  atol: float, rtol: float, timeout_s: float) -> list[dict]:
     import importlib.util
 
-    from compiler.distributed.launch import spawn
-
     if importlib.util.find_spec("compiler.distributed.experts_runtime") is None:
         fail("place-experts needs compiler/distributed/experts_runtime.py, which is not installed yet")
-    return spawn(EXPERTS_TARGET, nproc, (model_spec, pipeline, check, atol, rtol), mesh=mesh, timeout_s=timeout_s)
+    return launch(EXPERTS_TARGET, nproc, (model_spec, pipeline, check, atol, rtol), mesh, timeout_s)
+
+
+def launch(target: str, nproc: int, args: tuple, mesh: tuple[int, ...], timeout_s: float) -> list:
+    """Spawn the ranks, or, under torchrun, be one: join its group and run this rank only.
+
+    Under torchrun every rank plans (the plan is deterministic) and rank 0 reports.
+    """
+    import typer
+
+    from compiler.distributed.launch import DistributedRunError, RankContext, init_from_env, resolve, spawn, under_torchrun
+
+    if not under_torchrun():
+        return spawn(target, nproc, args, mesh=mesh, timeout_s=timeout_s)
+    rank, world = init_from_env(timeout_s)
+    if world != nproc:
+        raise DistributedRunError(f"torchrun started {world} ranks but --nproc is {nproc}")
+    result = resolve(target)(RankContext(rank, world, mesh, timeout_s), *args)
+    if rank != 0:
+        raise typer.Exit(0)
+    return [result]

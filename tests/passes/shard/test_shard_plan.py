@@ -163,3 +163,20 @@ def test_tied_layers_keep_gpt24_small_and_fast() -> None:
     s = module_decisions(module)["shard"]
     assert s["ops"] > 1400 and s["classes"] < 120
     assert s["status"] == "optimal" and s["seconds"] < 10
+
+
+def test_kiln_opt_prints_the_plan_and_nothing_else(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    src = tmp_path / "chain.mlir"
+    src.write_text(chain_text(4096, [4096, 16384, 4096], ["gelu"]))
+    proc = subprocess.run([sys.executable, "-m", "compiler.cli", "opt", str(src), "-p",
+                           "shard{mesh=2x2 cluster=h100-node memory-gb=0.3}"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = ir.parse_module(proc.stdout)  # stdout is IR only (highspy's stray line kept off it)
+    s = module_decisions(out)["shard"]
+    assert s["data-parallel_fits"] == 0 and s["memory_mb"] <= 300
+    assert 'kiln.placement = "[shard(1), shard(1)]"' in proc.stdout
+    assert 'kiln.all_reduce = "0,1"' in proc.stdout
