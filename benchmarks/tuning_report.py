@@ -15,7 +15,12 @@ later models are screened by it. At the end the model is judged on held-out kern
 `--metaschedule N` adds TVM MetaSchedule with the same trial budget on the N kernels
 with the largest share (benchmarks/metaschedule_compare.py).
 
+The headline geomean counts only models whose tuned configs differ from the defaults
+(`tuned_differs`): where the model check rejected the winners, "tuned" and "untuned" run
+the same program and their ratio is noise. Each ratio comes with its round-by-round range.
+
 Usage: python -m benchmarks.tuning_report [--models mlp,gpt] [--trials 8] [--out DIR]
+       python -m benchmarks.tuning_report --render benchmarks/results/tuning.json  (no measuring)
 """
 
 from __future__ import annotations
@@ -64,6 +69,9 @@ def tune_and_time(name: str, client: CacheClient, work: Path, options: TuneOptio
         diff = max(float((a - b).abs().max()) for a, b in zip(_flat(warm(*inputs)), _flat(untuned(*inputs))))
     kernels = report.kernels
     ms = {k: v.median_ms for k, v in stats.items()}
+    # untuned/tuned round by round (both timed in each round, under the same load): the
+    # spread of repeated measurements of the one ratio the table reports
+    ratio_rounds = [u / t for u, t in zip(stats["untuned"].round_medians_ms, stats["tuned"].round_medians_ms)]
     return {
         "model": name,
         "tir_kernels": len(kernels),
@@ -84,9 +92,31 @@ def tune_and_time(name: str, client: CacheClient, work: Path, options: TuneOptio
         "untuned_ms": ms["untuned"],
         "tuned_ms": ms["tuned"],
         "untuned_over_tuned": ms["untuned"] / ms["tuned"],
+        "untuned_over_tuned_rounds": ratio_rounds,
         "max_abs_diff_tuned_vs_untuned": diff,
         "kernels": kernels,
     }
+
+
+def tuned_differs(row: dict[str, Any]) -> bool:
+    """Whether the tuned model runs other configs than the untuned one: some kernel has a
+    non-default winner and the model check kept the winners (when it rejects them the
+    defaults are stored, and "tuned" and "untuned" are the same program timed twice)."""
+    return row["tuned_non_default"] > 0 and (row.get("model_check") or {}).get("accepted") is not False
+
+
+def tuned_geomean(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Geomean untuned/tuned over the models whose tuned configs differ, with the range of
+    the round-by-round ratios (geomean of each model's lowest and highest round)."""
+    counted = [r for r in rows if tuned_differs(r)]
+    out: dict[str, Any] = {
+        "geomean_models": [r["model"] for r in counted],
+        "geomean_untuned_over_tuned": geomean([r["untuned_over_tuned"] for r in counted]),
+    }
+    spreads = [r.get("untuned_over_tuned_rounds") or [] for r in counted]
+    if counted and all(spreads):
+        out["geomean_round_range"] = [geomean([min(x) for x in spreads]), geomean([max(x) for x in spreads])]
+    return out
 
 
 def repeat_noise(work: Path) -> dict[str, float]:
@@ -127,7 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metaschedule", type=int, default=2, help="kernels to compare (0: skip)")
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--render", type=Path, default=None, metavar="JSON",
+                        help="measure nothing: re-render an earlier run's tuning.json into --out")
     args = parser.parse_args(argv)
+    if args.render is not None:
+        return rerender(args.render, args.out)
     torch.set_num_threads(2)
     work = args.work or Path(tempfile.mkdtemp(prefix="kiln-tuning-"))
     tuning = work / "tuning"
@@ -146,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_avg": os.getloadavg(),
         "trials_per_kernel": args.trials,
         "models": rows,
-        "geomean_untuned_over_tuned": geomean([r["untuned_over_tuned"] for r in rows]),
+        **tuned_geomean(rows),
         "geomean_cold_over_warm_compile": geomean([r["cold_compile_s"] / r["warm_compile_s"] for r in rows]),
         "cost_model": judge_cost_model(tuning),
     }
@@ -162,10 +196,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def rerender(path: Path, out: Path) -> int:
+    """Recompute the summary of an earlier run's rows by today's rules and render it."""
+    result = json.loads(path.read_text())
+    result.pop("geomean_round_range", None)
+    result.update(tuned_geomean(result["models"]))
+    result.setdefault("rendered_from", str(path))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tuning.json").write_text(json.dumps(result, indent=1, default=_json_default))
+    (out / "tuning.md").write_text(render(result))
+    print(render(result))
+    return 0
+
+
 def render(result: dict[str, Any]) -> str:
+    load = result["load_avg"][0]
     lines = [
         (f"Tuning report ({result['trials_per_kernel']} measured configurations per kernel, "
-         f"load average {result['load_avg'][0]:.1f} on 2 cores)"),
+         f"load average {load:.1f} on 2 cores{': a loaded machine' if load > 2 else ''})"),
         "",
         ("| model | TIR kernels | non-default winners | model check | measurements (failed) | eager ms "
          "| untuned ms | tuned ms | untuned/tuned | tune s | cold compile s | warm compile s | cold/warm |"),
@@ -175,17 +223,13 @@ def render(result: dict[str, Any]) -> str:
         lines.append(
             f"| {r['model']} | {r['tir_kernels']} | {r['tuned_non_default']} | {_check(r['model_check'])} "
             f"| {r['measurements']} ({r['failed']}) "
-            f"| {r['eager_ms']:.3f} | {r['untuned_ms']:.3f} | {r['tuned_ms']:.3f} | {r['untuned_over_tuned']:.3f} "
+            f"| {r['eager_ms']:.3f} | {r['untuned_ms']:.3f} | {r['tuned_ms']:.3f} | {_ratio(r)} "
             f"| {r['tune_s']:.0f} | {r['cold_compile_s']:.1f} | {r['warm_compile_s']:.1f} "
             f"| {r['cold_compile_s'] / r['warm_compile_s']:.0f}x |"
         )
-    lines += [
-        "",
-        (f"Geomean untuned/tuned latency: {result['geomean_untuned_over_tuned']:.3f}; "
-         f"geomean cold (tune + compile) / warm (compile from cache) time: "
-         f"{result['geomean_cold_over_warm_compile']:.0f}x."),
-        "",
-    ]
+    lines += ["", _geomean_line(result), "",
+              (f"Geomean cold (tune + compile) / warm (compile from cache) time: "
+               f"{result['geomean_cold_over_warm_compile']:.0f}x."), ""]
     cm = result["cost_model"]
     lines += [
         f"Learned cost model, {cm['samples']} measured configurations of {cm['kernels']} kernels, held out:",
@@ -201,6 +245,11 @@ def render(result: dict[str, Any]) -> str:
                 f"| {cm[split]['split']} | {which} | {m['kernels']} | {rho} | {m['top1_recall']:.3f} "
                 f"| {m['top5_recall']:.3f} |"
             )
+    if "withheld_lookalikes" not in cm["by_kernel"]:
+        lines += ["", ("These learned-model figures and the noise line below come from a run made before two "
+                       "fixes: its labels were kernel times net of the library call floored at 1e-9 s (now a "
+                       "kernel within that call's noise gets no label), and its held-out folds did not yet "
+                       "withhold kernels with a held-out kernel's features under another key.")]
     noise = cm.get("repeat_noise") or {}
     if noise:
         lines += ["", (f"Measurement noise: {noise['pairs']} configurations measured twice differ by a "
@@ -218,6 +267,35 @@ def render(result: dict[str, Any]) -> str:
 
         lines += ["", *render_ms(result["metaschedule"])]
     return "\n".join(lines) + "\n"
+
+
+def _ratio(row: dict[str, Any]) -> str:
+    rounds = row.get("untuned_over_tuned_rounds") or []
+    spread = f" ({min(rounds):.2f}-{max(rounds):.2f})" if rounds else ""
+    same = "" if tuned_differs(row) else ", same configs"
+    return f"{row['untuned_over_tuned']:.3f}{spread}{same}"
+
+
+def _geomean_line(result: dict[str, Any]) -> str:
+    models = result.get("geomean_models") or []
+    left = [r["model"] for r in result["models"] if r["model"] not in models]
+    value = result.get("geomean_untuned_over_tuned")
+    text = (f"Geomean untuned/tuned latency over the {len(models)} models whose tuned configs differ "
+            f"from the defaults ({', '.join(models) or 'none'}): {'n/a' if value is None else f'{value:.3f}'}")
+    if "geomean_round_range" in result:
+        lo, hi = result["geomean_round_range"]
+        text += f", round by round {lo:.3f}-{hi:.3f} (geomean of each model's lowest and highest round)"
+    elif models:
+        text += "; this run did not record the round-by-round spread"
+    text += "."
+    if left:
+        text += (f" Not counted: {', '.join(left)} (no non-default winner kept: the model check rejected "
+                 "the winners or the defaults won, so tuned and untuned ran the same configs and "
+                 "their ratio is timing noise).")
+    if "rendered_from" in result:
+        text += (f" Summary recomputed by `python -m benchmarks.tuning_report --render` from the "
+                 f"run's {Path(result['rendered_from']).name}; nothing was re-measured.")
+    return text
 
 
 def _check(check: dict[str, Any]) -> str:

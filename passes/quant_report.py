@@ -37,6 +37,7 @@ class QuantReport:
     error: float = math.nan
     holdout_error: float | None = None
     greedy_error: float | None = None
+    greedy_holdout_error: float | None = None
     greedy_bytes: int | None = None
     uniform: list[dict[str, Any]] = field(default_factory=list)
     versus: list[dict[str, Any]] = field(default_factory=list)
@@ -102,9 +103,15 @@ def compare(report: QuantReport, the_pass: QuantizePass, runner: QuantRunner, la
             batches: Batches, refs: Batches, holdout: Batches | None = None,
             holdout_refs: Batches | None = None) -> None:
     """Fill greedy's error, each uniform format's, and the ILP's at each uniform size
-    (on the hold-out batches too, when given)."""
+    (on the hold-out batches too, when given).
+
+    The best uniform format under a budget is picked by its calibration error, as the ILP
+    and greedy pick with calibration data only; the hold-out columns then judge all three
+    on inputs none of them saw (`ilp_wins_holdout`)."""
     base = the_pass.decide(layers)
     report.greedy_error = _error_of(base, base.greedy.choice, runner, batches, refs)
+    if holdout:
+        report.greedy_holdout_error = _error_of(base, base.greedy.choice, runner, holdout, holdout_refs)
     numel = max(sum(layer.numel for layer in layers), 1)
     uniform = []
     for j, fmt in enumerate(the_pass.formats):
@@ -120,10 +127,13 @@ def compare(report: QuantReport, the_pass: QuantizePass, runner: QuantRunner, la
         d = the_pass.decide(layers, budget=u["bytes"])
         ilp = _error_of(d, d.solution.choice, runner, batches, refs)
         extra = {}
-        if holdout:
-            extra["ilp_holdout_error"] = _error_of(d, d.solution.choice, runner, holdout, holdout_refs)
         fits = [v for v in uniform if v["bytes"] <= u["bytes"]]
         best = min(fits, key=lambda v: v["error"])
+        if holdout:
+            ilp_hold = _error_of(d, d.solution.choice, runner, holdout, holdout_refs)
+            extra = {"ilp_holdout_error": ilp_hold, "best_uniform_holdout_error": best["holdout_error"],
+                     "greedy_holdout_error": _error_of(d, d.greedy.choice, runner, holdout, holdout_refs),
+                     "ilp_wins_holdout": ilp_hold < best["holdout_error"]}
         report.versus.append({
             "uniform": u["format"], "budget": u["bytes"], "uniform_error": u["error"],
             "best_uniform": best["format"], "best_uniform_error": best["error"],
