@@ -123,4 +123,11 @@ def decision_sections(decisions: dict[str, dict[str, Any]], ctx: Context) -> lis
 
 
 def _load_builtin() -> None:
-    from compiler.report.sections import experts, fusion, hls, memory, quantization  # noqa: F401 - they register
+    from compiler.report.sections import (  # noqa: F401 - importing registers them
+        experts,
+        fusion,
+        hls,
+        memory,
+        parallel,
+        quantization,
+    )

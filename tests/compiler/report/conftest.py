@@ -2,7 +2,8 @@
 
 Zoo gpt on TVM (fusion, packed/library kernel paths), the zoo mlp on HLS (quantization to
 fixed point, reuse factors, C simulation), a model with an eager fallback island, a
-quantized model, and a quantize pass whose solver times out.
+quantized model, a quantize pass whose solver times out, and a plan with fusion, memory
+offsets, sharding and pipeline stages.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from browser import chromium, missing_reason  # noqa: E402
 
 QUANT = "fold-constants,kiln-canonicalize,cse,dce,quantize{avg-bits=6}"
+# every placement decision at once: fusion, memory offsets, sharding over 2 devices, 2 stages
+PLANNED = "fold-constants,kiln-canonicalize,cse,dce,fuse,map-memory,shard{mesh=2},pipeline{stages=2 microbatches=2 mesh=2}"
 QUANT_TIMEOUT = "fold-constants,kiln-canonicalize,cse,dce,quantize{avg-bits=6 time-limit=0.000001}"
 
 
@@ -73,11 +76,11 @@ def timeout_report(report_dir: Path) -> tuple[dict, Path]:
 
 
 @pytest.fixture(scope="session")
-def memory_report(report_dir: Path) -> tuple[dict, Path]:
+def planned_report(report_dir: Path) -> tuple[dict, Path]:
     from examples import zoo
 
-    path = report_dir / "memory.html"
-    return _compile(zoo.mlp, path, target="eager", pipeline="fold-constants,kiln-canonicalize,cse,dce,fuse,map-memory"), path
+    path = report_dir / "planned.html"
+    return _compile(zoo.mlp, path, target="eager", pipeline=PLANNED), path
 
 
 @pytest.fixture(scope="session")

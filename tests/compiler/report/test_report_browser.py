@@ -110,17 +110,22 @@ def test_a_timed_out_solver_is_flagged_and_still_renders(browser, timeout_report
     assert q["fallback_reason"] in page["text"] or "solver stopped" in page["text"]
 
 
-def test_memory_plan_is_drawn_as_an_arena(browser, memory_report) -> None:
-    report, path = memory_report
+def test_memory_sharding_and_stages_each_have_their_section(browser, planned_report) -> None:
+    report, path = planned_report
     m = report["decisions"]["memory"]
     page = check_page(browser, report, path)
-    assert "decision-memory" in page["sections"]
+    assert {"decision-fusion", "decision-memory", "decision-shard", "decision-pipeline"} <= set(page["sections"])
     drawn = browser.execute_script(
         "return document.querySelector('#decision-memory .js-plotly-plot').data.length")
-    assert drawn == m["buffers"]  # one rectangle per planned buffer
-    placed = browser.execute_script("return JSON.parse(document.getElementById('graph-nodes').textContent)"
-                                    ".filter(n => n.decisions.memory && n.decisions.memory.offset).length")
-    assert placed > 0  # each op's offset shows on its node
+    assert drawn == m["buffers"]  # the arena: one rectangle per planned buffer
+    nodes = browser.execute_script("return JSON.parse(document.getElementById('graph-nodes').textContent)")
+    assert any(n["decisions"].get("memory", {}).get("offset") for n in nodes)  # offsets on the nodes
+    placed = [n for n in nodes if "placement" in n["decisions"]]
+    rows = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#decision-shard table')).map(t => t.rows.length)")
+    assert placed and rows[-1] == len(placed) + 1  # the placement table: one row per placed op
+    stages = report["decisions"]["pipeline"]["stage_us"].split(",")
+    assert len(stages) == report["decisions"]["pipeline"]["stages"] == 2
 
 
 @pytest.mark.parametrize("width", [700])
