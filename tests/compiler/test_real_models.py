@@ -24,7 +24,7 @@ ALLOWED_FALLBACK = {
     "distilbert": {"aten.__and__.Tensor", "aten.index.Tensor", "aten.to.device"},
     "mixtral": None,  # routing bookkeeping (cumsum, index_add, nonzero...): any
     "mobilenet-v2": {"aten.pad.default"},
-    "unlowerable-op": {"aten.grid_sampler.default", "aten.grid_sampler_2d.default"},
+    "unlowerable-op": {"aten.grid_sampler"},
 }
 
 
