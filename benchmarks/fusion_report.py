@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     for target in TARGETS:
         pipeline = get_backend(target).pipeline()
         if args.relax_convexity:
-            pipeline = pipeline[:-1] + " relax-convexity=true}"  # the fuse pass ends every pipeline
+            pipeline = pipeline.replace("fuse{", "fuse{relax-convexity=true ", 1)
         for name, factory in models.items():
             model, inputs = factory()
             s = fusion_summary(model, inputs, pipeline)

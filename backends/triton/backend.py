@@ -70,8 +70,10 @@ class TritonBackend:
 
         # A Triton GEMM takes an elementwise epilogue, and one row kernel computes several
         # reductions of the same rows (see groups.py for what each template accepts).
+        # `map-memory` last: intermediates become views into one arena (arena.py).
         return (
             f"{DEFAULT_PIPELINE},fuse{{hardware=a100 fuse-contractions=true multi-reduction=true}}"
+            ",map-memory"
         )
 
     def build(

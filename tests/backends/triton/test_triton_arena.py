@@ -21,7 +21,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
 def _both(name: str, tmp_path):
     model, inputs = load(name)
-    pipeline = TritonBackend().pipeline()
+    pipeline = TritonBackend().pipeline().removesuffix(",map-memory")
     plain = compile_model(model, inputs, target="triton", pipeline=pipeline, use_cache=False,
                           out_dir=tmp_path / "plain")
     arena = compile_model(model, inputs, target="triton", pipeline=f"{pipeline},map-memory",

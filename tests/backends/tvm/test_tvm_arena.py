@@ -21,8 +21,12 @@ def _compile(name: str, pipeline: str):
     return model, inputs, compiled
 
 
+def test_map_memory_ends_the_default_pipeline():
+    assert kiln_pipeline().endswith(",map-memory")
+
+
 def _check(name: str) -> dict:
-    model, inputs, compiled = _compile(name, f"{kiln_pipeline()},map-memory")
+    model, inputs, compiled = _compile(name, kiln_pipeline())
     with torch.no_grad():
         expected = model(*inputs)
         first, second = compiled(*inputs), compiled(*inputs)
@@ -63,7 +67,7 @@ def test_a_wrong_plan_corrupts_outputs():
     plan = plan_partitions(from_model(model, inputs))
     (part,) = plan.partitions()
     program = convert_nodes(part, plan.consts, users_outside(part)).program
-    run_pipeline(program.module, f"{kiln_pipeline()},map-memory")
+    run_pipeline(program.module, kiln_pipeline())
     library.register_library()
     lowered = lower_program(program)
     params = [t.detach().contiguous() for t in lowered.bind(program.params)]
