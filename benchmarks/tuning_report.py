@@ -242,7 +242,7 @@ def render(result: dict[str, Any]) -> str:
             m = cm[split][which]
             rho = "undefined (constant)" if m["spearman_defined"] == 0 else f"{m['spearman']:.3f}"
             lines.append(
-                f"| {cm[split]['split']} | {which} | {m['kernels']} | {rho} | {m['top1_recall']:.3f} "
+                f"| {_split(cm[split])} | {which} | {m['kernels']} | {rho} | {m['top1_recall']:.3f} "
                 f"| {m['top5_recall']:.3f} |"
             )
     if "withheld_lookalikes" not in cm["by_kernel"]:
@@ -267,6 +267,12 @@ def render(result: dict[str, Any]) -> str:
 
         lines += ["", *render_ms(result["metaschedule"])]
     return "\n".join(lines) + "\n"
+
+
+def _split(split: dict[str, Any]) -> str:
+    """The split's name, and how many training kernels it withheld as lookalikes of held-out ones."""
+    withheld = split.get("withheld_lookalikes")
+    return split["split"] if withheld is None else f"{split['split']} ({withheld} withheld)"
 
 
 def _ratio(row: dict[str, Any]) -> str:
