@@ -83,13 +83,20 @@ def calls_for_round(estimate_s: float, options: TimingOptions) -> int:
     return max(1, min(wanted, cap))
 
 
-def _time_calls(fn: Callable[[], object], n: int) -> list[float]:
+def _time_calls(fn: Callable[[], object], n: int, max_s: float | None = None) -> list[float]:
+    """n timed calls, or fewer when they pass `max_s` seconds in all: on a busy machine a
+    call estimated at 0.2 ms can stall for 160 ms at an OpenMP barrier, and a round sized
+    from the estimate would then run for minutes."""
     samples = []
     clock = time.perf_counter
+    first = clock()
     for _ in range(n):
         start = clock()
         fn()
-        samples.append(clock() - start)
+        end = clock()
+        samples.append(end - start)
+        if max_s is not None and end - first > max_s:
+            break
     return samples
 
 
@@ -123,7 +130,7 @@ def time_interleaved(
             gc_was_enabled = gc.isenabled()
             gc.disable()
             try:
-                samples[name].append(_time_calls(fns[name], per_round[name]))
+                samples[name].append(_time_calls(fns[name], per_round[name], options.max_round_s))
             except Exception as exc:  # noqa: BLE001
                 results[name] = exc
             finally:

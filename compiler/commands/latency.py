@@ -62,8 +62,8 @@ def measure(eager: Callable[[], object], kiln: Callable[[], object], mode: str) 
         "timing_rounds": options.rounds, "timing_mode": mode,
         "load_avg": load, "cpus": _cpus(),
     }
-    if mode != "native":
-        out.update(speedup=None, speedup_range=None, timing_warning=None)
+    if mode != "native":  # no speedup; the eager figure can still be spoiled by a busy machine
+        out.update(speedup=None, speedup_range=None, timing_warning=busy_warning(load, _cpus(), e, k, []))
         return out
     ratios = sorted(a / b for a, b in zip(e.round_medians_ms, k.round_medians_ms) if b > 0)
     out["speedup"] = e.median_ms / k.median_ms if k.median_ms else float("nan")

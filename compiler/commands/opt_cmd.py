@@ -13,6 +13,7 @@ def run_opt(file: Path, passes: str, verify_each: bool, output: Path | None) -> 
         text, name = sys.stdin.read(), "<stdin>"
     else:
         text, name = read_ir_file(file), str(file)
+    check_string_literals(text, name)
     from ir import IRSyntaxError, parse_module, print_module  # imports torch: after the cheap checks
     from passes import PassVerificationError, PipelineError, run_pipeline
 
@@ -51,3 +52,18 @@ def read_ir_file(file: Path) -> str:
     except OSError as err:
         fail(f"cannot read IR file {str(file)!r}: {err.strerror}")
     raise AssertionError("unreachable")
+
+
+def check_string_literals(text: str, name: str) -> None:
+    """The string-literal scan `ir.parse_module` runs, run before `ir` is imported: `ir`
+    imports torch (1.5-3 s here), and an unclosed quote should be answered at once. The
+    module is loaded from the `ir` package's folder without running `ir/__init__.py`."""
+    import importlib.util
+
+    folder = importlib.util.find_spec("ir").submodule_search_locations[0]  # type: ignore[union-attr]
+    spec = importlib.util.spec_from_file_location("_kiln_string_literals", Path(folder) / "string_literals.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    bad = module.find_bad_string_literal(text)
+    if bad is not None:
+        fail(f"{name}:{bad[0]}:{bad[1]}: {bad[2]}")

@@ -84,3 +84,23 @@ def test_a_failing_system_does_not_stop_the_others() -> None:
     assert isinstance(out["flaky"], RuntimeError)
     assert isinstance(out["dead"], ZeroDivisionError)
     assert list(out) == ["ok", "flaky", "dead"]
+
+
+def test_a_round_stops_at_max_round_s_even_when_calls_slow_down() -> None:
+    """Sized from a fast warmup, then every call stalls (a busy machine): the round ends
+    after max_round_s, not after the planned number of calls."""
+    import time
+
+    state = {"calls": 0}
+
+    def slows_down() -> None:
+        state["calls"] += 1
+        if state["calls"] > 3:  # the warmup was fast
+            time.sleep(0.02)
+
+    opts = TimingOptions(rounds=2, calls=1, warmup=3, min_round_s=0.5, max_round_s=0.1)
+    start = time.perf_counter()
+    stats = time_interleaved({"slow": slows_down}, opts)["slow"]
+    assert isinstance(stats, TimingStats)
+    assert time.perf_counter() - start < 1.0  # planned: 2 rounds x 0.5 s / ~1 us = minutes
+    assert 2 <= stats.samples <= 2 * 7 and len(stats.round_medians_ms) == 2
