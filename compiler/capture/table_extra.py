@@ -408,3 +408,6 @@ def _avg_pool2d(lw: Lowering, x, kernel, stride=None, padding=0, ceil_mode=False
     if not count_include_pad and p != (0, 0):
         raise lw.unsupported("avg_pool2d with count_include_pad=False and padding")
     return lw.emit(Pool2dOp.make(vx, kind="avg", kernel=k, stride=s, padding=p))
+
+
+from compiler.capture import table_rnn  # noqa: E402,F401  (registers the recurrent layers; imports this module)

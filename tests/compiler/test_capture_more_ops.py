@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compiler import compile_model
+from passes import DEFAULT_PIPELINE
 
 TOL = {"atol": 1e-4, "rtol": 1e-4}
 
@@ -45,8 +46,8 @@ def ints(high: int, *shape: int, low: int = 0) -> torch.Tensor:
     return torch.randint(low, high, shape, generator=_g(high + sum(shape)))
 
 
-def _compile(model: nn.Module, inputs: tuple[torch.Tensor, ...]):
-    compiled = compile_model(model, inputs, target="tvm", use_cache=False)
+def _compile(model: nn.Module, inputs: tuple[torch.Tensor, ...], **options):
+    compiled = compile_model(model, inputs, target="tvm", use_cache=False, **options)
     with torch.no_grad():
         expected = model(*inputs)
     got = compiled(*inputs)
@@ -107,3 +108,38 @@ def test_declined_combinations_fall_back_naming_the_op(name: str) -> None:
     fn, make_inputs, op = DECLINED[name]
     compiled = _compile(Fn(fn).eval(), make_inputs())
     assert op in {f["op"] for f in compiled.report["fallback_ops"]}
+
+
+class Recurrent(nn.Module):
+    def __init__(self, cell: type[nn.RNNBase], **kwargs) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.rnn = cell(5, 6, **kwargs)
+
+    def forward(self, x: torch.Tensor):
+        out, state = self.rnn(x)
+        return (out, *state) if isinstance(state, tuple) else (out, state)
+
+
+@pytest.mark.parametrize(
+    ("cell", "kwargs", "shape"),
+    [
+        (nn.LSTM, {"num_layers": 2, "batch_first": True}, (3, 4, 5)),
+        (nn.LSTM, {"bidirectional": True}, (4, 2, 5)),
+        (nn.GRU, {"num_layers": 2, "batch_first": True, "bidirectional": True}, (2, 3, 5)),
+        (nn.RNN, {"bias": False}, (3, 2, 5)),
+    ],
+    ids=["lstm-2layer", "lstm-bidir-seqfirst", "gru-2layer-bidir", "rnn-tanh-nobias"],
+)
+def test_recurrent_layers_unroll_and_match_eager(cell, kwargs, shape) -> None:
+    model = Recurrent(cell, **kwargs).eval()
+    # The unrolled graph has 50-150 ops; the fusion and memory ILPs are not what is tested
+    # here (and take ~20 s on it), so the light pipeline keeps this test fast.
+    compiled = _compile(model, (randn(*shape),), pipeline=DEFAULT_PIPELINE)
+    assert compiled.report["fallback_ops"] == []
+
+
+def test_lstm_with_projections_falls_back() -> None:
+    model = Recurrent(nn.LSTM, proj_size=3, batch_first=True).eval()
+    compiled = _compile(model, (randn(2, 3, 5),))
+    assert "aten.lstm.input" in {f["op"] for f in compiled.report["fallback_ops"]}
