@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 from benchmarks.timing import TimingStats, geomean
 
@@ -230,13 +231,13 @@ def rich_tables(results: Results) -> list[Table]:
         latency.add_column(col, justify="left" if i == 0 else "right")
     rows = latency_rows(results)
     for r in rows[:-1]:
-        latency.add_row(*r)
-    latency.add_row(*rows[-1], style="bold")
+        latency.add_row(*map(Text, r))  # cells hold error messages: verbatim, not markup
+    latency.add_row(*map(Text, rows[-1]), style="bold")
     prepare = Table(title="Prepare time / max abs error vs eager")
     for i, col in enumerate(["model", *results.systems]):
         prepare.add_column(col, justify="left" if i == 0 else "right")
     for r in prepare_rows(results):
-        prepare.add_row(*r)
+        prepare.add_row(*map(Text, r))
     return [latency, prepare]
 
 

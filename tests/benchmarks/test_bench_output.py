@@ -53,3 +53,25 @@ def test_out_with_update_results_is_one_line_error() -> None:
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == ["error: --out and --update-results name two places; pass one"]
+
+
+def test_error_cells_are_printed_verbatim(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A system's error message in the table keeps its brackets (rich markup ate `[hls]`)."""
+    import io
+
+    from rich.console import Console
+
+    from benchmarks import systems
+    from benchmarks.run import run_benchmarks
+
+    class NeedsExtra(systems.System):
+        name = "needs-extra"
+
+        def prepare(self, model, inputs) -> None:
+            raise RuntimeError("install it with pip install 'kiln[hls]' [/x]")
+
+    monkeypatch.setitem(systems.SYSTEMS, "needs-extra", NeedsExtra)
+    out = io.StringIO()
+    run_benchmarks(["mlp"], ["eager", "needs-extra"], repeats=1, rounds=1, warmup=1, min_round_s=0.0,
+                   out_dir=None, console=Console(file=out, width=400), progress=False)
+    assert "pip install 'kiln[hls]' [/x]" in out.getvalue()
