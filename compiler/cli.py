@@ -81,9 +81,12 @@ def compile(  # noqa: A001 - the command is called compile
     """Compile a model and report ops, kernels, compile time, latency and error against eager."""
     from compiler.commands.compile_cmd import run_compile
 
+    from compiler.commands.progress import stage_progress
+
     extra = {k: str(v) for k, v in (("part", part), ("clock-ns", clock_ns)) if v is not None}
-    run_compile(model, target, out, pipeline, check, as_json, strict, dump_ir, no_cache, atol, rtol, cache,
-                extra, html_report=report)
+    with stage_progress(f"kiln compile {model}", err_console, enabled=not as_json) as progress:
+        run_compile(model, target, out, pipeline, check, as_json, strict, dump_ir, no_cache, atol, rtol, cache,
+                    extra, html_report=report, progress=progress)
 
 
 @app.command()

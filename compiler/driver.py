@@ -44,6 +44,7 @@ def compile_model(
     """Compile `model` for `target`; the result is called like the model."""
     opts = CompileOptions.from_mapping({"target": target, "pipeline": pipeline, **options})
     start = time.perf_counter()
+    _stage(opts, "capture")
     model = model.eval()
     graph = from_model(model, example_inputs)
     return compile_graph(graph, opts, start, name=type(model).__name__, example_inputs=example_inputs)
@@ -99,12 +100,14 @@ def compile_graph(
             conversion = convert_nodes(part, plan.consts, users_outside(part, IGNORED))
             program = conversion.program
             ir_before = print_module(program.module)
+            _stage(opts, "passes" + (f" (partition {index})" if index else ""))
             dump = _dumper(opts, index) if opts.dump_ir and opts.out_dir else None
             timings, quant = _run_passes(program, pipeline, opts, dump, conversion.inputs, input_nodes, graph, example_inputs)
             for t in timings:
                 pass_times[t.name] = pass_times.get(t.name, 0.0) + t.seconds
             ir_after = print_module(program.module)
             _write_ir(opts.out_dir, index, ir_before, ir_after)
+            _stage(opts, "build" + (f" (partition {index})" if index else ""))
             build_start = time.perf_counter()
             kernel = backend.build(program, build_opts)
             partitions_report.append({
@@ -173,6 +176,11 @@ def compile_graph(
     signature = None if flat_outputs else [(tuple(t.shape), t.dtype) for t in _user_tensors(graph, example_inputs)
                                            if isinstance(t, torch.Tensor)]
     return CompiledModule(run, graph.in_spec, None if flat_outputs else graph.out_spec, report, signature)
+
+
+def _stage(opts: CompileOptions, name: str) -> None:
+    if opts.on_stage is not None:
+        opts.on_stage(name)
 
 
 def no_fallback_message(target: str, failures: list[Any]) -> str:

@@ -25,6 +25,7 @@ class CompileOptions:
     tuning_cache: Any = None
     use_tuned: bool = True
     report: Path | None = None  # write the HTML report of every decision here (compiler/report)
+    on_stage: Any = None  # called with each stage's name (capture, passes, build): kiln compile's progress line
 
     @staticmethod
     def from_mapping(options: dict | None) -> CompileOptions:

@@ -21,6 +21,7 @@ def run_compile(
     model_spec: str, target: str, out: Path | None, pipeline: str | None, check: bool,
     as_json: bool, strict: bool, dump_ir: bool, no_cache: bool, atol: float, rtol: float,
     cache_url: str | None = None, extra: dict[str, str] | None = None, html_report: Path | None = None,
+    progress: Any = None,
 ) -> None:
     from backends import BackendError, UnknownTargetError
     from backends.registry import TARGETS
@@ -62,6 +63,7 @@ def run_compile(
         compiled = compile_model(
             model, inputs, target=target, pipeline=pipeline, strict=strict,
             out_dir=out, dump_ir=dump_ir, use_cache=not no_cache, tuning_cache=tuning_cache, extra=extra,
+            on_stage=progress.stage if progress is not None else None,
         )
     except (StrictCaptureError, CaptureError, UnknownTargetError, BackendError) as err:
         fail(str(err))
@@ -72,6 +74,8 @@ def run_compile(
     report = dict(compiled.report)
     report["model"] = name
     report["startup_s"] = startup_s
+    if progress is not None:
+        progress.stage("running against eager")
     with torch.no_grad():
         expected = model(*inputs)
         try:
@@ -84,6 +88,8 @@ def run_compile(
         # emulation (checked on every call above); the fp32 error is the quantization error.
         report["rel_rms_err"] = rel_rms(actual, expected)
         ok = True
+    if progress is not None:
+        progress.stage("timing against eager")
     report.update(_latencies(model, compiled, inputs, target))
     report["max_abs_err"] = max_err
     report["check"] = "pass" if ok else "FAIL"
@@ -93,7 +99,11 @@ def run_compile(
         out.mkdir(parents=True, exist_ok=True)
         (out / "report.json").write_text(json.dumps(without_ir(report), indent=2, default=str))
     if html_report is not None:
+        if progress is not None:
+            progress.stage("writing the HTML report")
         write_html_report(report, html_report, as_json)
+    if progress is not None:
+        progress.stop()  # the line goes before the results are printed
     if as_json:
         sys.stdout.write(json.dumps(without_ir(report), default=str) + "\n")
     else:

@@ -18,6 +18,7 @@ from compiler.report.graph import ModelGraph, Node
 PALETTE = ("#dbeafe", "#dcfce7", "#fef9c3", "#ede9fe", "#cffafe", "#ffedd5", "#fce7f3", "#e0e7ff",
            "#ecfccb", "#f1f5f9")
 FALLBACK_FILL = "#fecaca"
+MAX_NODES = 5000
 FALLBACK_LINE = "#b91c1c"
 
 
@@ -100,8 +101,15 @@ def render_svg(graph: ModelGraph, timeout_s: float = 60.0) -> str:
     if shutil.which("dot") is None:
         raise GraphvizMissing("Graphviz `dot` is not installed (apt-get install graphviz): the graph is "
                               "listed as a table instead")
-    done = subprocess.run(["dot", "-Tsvg"], input=dot_source(graph).encode(), capture_output=True,
-                          timeout=timeout_s)
+    if len(graph.nodes) > MAX_NODES:
+        raise GraphvizMissing(f"{len(graph.nodes)} ops is more than the {MAX_NODES} the page draws (the layout "
+                              "and the browser slow down): the ops are listed as a table instead")
+    try:
+        done = subprocess.run(["dot", "-Tsvg"], input=dot_source(graph).encode(), capture_output=True,
+                              timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise GraphvizMissing(f"dot took over {timeout_s:.0f} s to lay out {len(graph.nodes)} ops: the ops are "
+                              "listed as a table instead") from None
     if done.returncode != 0:
         raise GraphvizMissing(f"dot failed: {done.stderr.decode(errors='replace').strip()[:300]}")
     svg = done.stdout.decode()

@@ -19,13 +19,21 @@ def kiln(*args: str):
 
 
 @requires_dot
-def test_compile_report_then_kiln_report_of_the_out_dir(tmp_path: Path) -> None:
+def test_compile_report_then_kiln_report_of_the_out_dir(tmp_path: Path, monkeypatch) -> None:
+    from compiler.commands.progress import StageProgress
+
+    stages: list[str] = []
+    shown = StageProgress.stage
+    monkeypatch.setattr(StageProgress, "stage", lambda self, name: (stages.append(name), shown(self, name)))
     out, page = tmp_path / "out", tmp_path / "mlp.html"
     done = kiln("compile", f"{ROOT}/examples/zoo.py:mlp", "-t", "eager", "-p", "fuse", "--out", str(out),
                 "--report", str(page), "--json")
     assert done.exit_code == 0, done.output
     printed = json.loads(done.stdout.strip().splitlines()[-1])
     assert "optimized_ir" not in printed["partitions"][0]  # --json stays small
+    # the stages the progress line shows on a terminal (not drawn here: no terminal)
+    assert stages == ["capture", "passes", "build", "running against eager", "timing against eager",
+                      "writing the HTML report"]
     assert "optimized_ir" not in json.loads((out / "report.json").read_text())["partitions"][0]
     html = page.read_text()
     assert 'id="decision-fusion"' in html and 'id="graph-svg"' in html and "eager" in html
@@ -68,3 +76,22 @@ def test_kiln_bench_writes_its_report(tmp_path: Path) -> None:
                 "--min-round-s", "0", "--no-progress", "--out", str(tmp_path), "--report", str(page))
     assert done.exit_code == 0, done.output
     assert page.exists() and "mlp" in page.read_text()
+
+
+def test_the_progress_line_draws_on_a_terminal_and_is_gone_after() -> None:
+    import io
+
+    from rich.console import Console
+
+    from compiler.commands.progress import stage_progress
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=100)
+    with stage_progress("kiln compile gpt", console, enabled=True) as progress:
+        progress.stage("build")
+        progress._progress.refresh()
+    assert "kiln compile gpt: build" in out.getvalue()
+    quiet = io.StringIO()
+    with stage_progress("x", Console(file=quiet, force_terminal=False), enabled=True) as progress:
+        progress.stage("build")
+    assert quiet.getvalue() == ""  # not a terminal (pipes, CI logs, --json): nothing drawn
