@@ -9,12 +9,9 @@ purpose: a new fallback fails here until it is looked at).
 from __future__ import annotations
 
 import pytest
-import torch
 
-pytest.importorskip("transformers")
-
-from benchmarks.coverage import DOORS, run_cell  # noqa: E402
-from benchmarks.models import BY_NAME, SUITE  # noqa: E402
+from benchmarks.coverage import DOORS, run_cell
+from benchmarks.models import BY_NAME, SUITE
 
 SMOKE = [m.name for m in SUITE if m.smoke]
 
