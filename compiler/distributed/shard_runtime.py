@@ -212,6 +212,20 @@ def run_many(ctx: RankContext, jobs: list[tuple]) -> list[dict[str, Any]]:
 
     out = []
     for kind, *job in jobs:
-        out.append(pipeline_runtime.run_rank(ctx, *job) if kind == "pipeline" else run_rank(ctx, *job, repeats=1))
+        if kind == "pipeline":
+            out.append(pipeline_runtime.run_rank(ctx, *job))
+        elif kind == "compiled":  # plan inside this group, then call it like the model
+            out.append(_run_compiled(ctx, *job))
+        else:
+            out.append(run_rank(ctx, *job, repeats=1))
         dist.barrier()
     return out
+
+
+def _run_compiled(ctx: RankContext, model, pipeline: str, inputs, expected, atol: float, rtol: float) -> dict:
+    from compiler.distributed.sharded_module import compile_sharded
+
+    sharded = compile_sharded(model, inputs, ctx.mesh, pipeline)
+    out = sharded(*inputs)
+    return {"ok": torch.allclose(out, expected[0], atol=atol, rtol=rtol), "issued": sharded.last_collectives,
+            "predicted": sharded.planned.predicted}

@@ -38,6 +38,10 @@ def _jobs(mesh: tuple[int, ...]) -> tuple[list[tuple], list[str]]:
             planned = plan_model(captured, inputs, f"pipeline{{stages={mesh[0]} microbatches=2}}", mesh)
             jobs.append(("pipeline", planned.payload(), tuple(inputs), planned.eager_outputs, 1e-4, 1e-4))
             names.append(f"{name}/pipeline")
+    model, inputs = mlp(batch=4)  # planned inside the group by every rank (compile_sharded)
+    spec = f"shard{{mesh={mesh_opt} solver=data-parallel cluster={CLUSTER}}}"
+    jobs.append(("compiled", model, spec, tuple(inputs), [model(*inputs).detach()], 1e-4, 1e-4))
+    names.append("mlp/compiled")
     return jobs, names
 
 
