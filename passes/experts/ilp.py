@@ -170,27 +170,47 @@ def hop_budget(experts: int) -> int | None:
     return None if experts <= 8 else 4 * experts
 
 
+def _layer_program(trace: ExpertTrace, l: int, assign: np.ndarray, devices: int, capacity: int,
+                   loads: np.ndarray, cap: float, budget: int | None, with_next: bool) -> tuple:
+    """Layer l's ILP with layer l-1 (and, when `with_next`, layer l+1) fixed: linear in x."""
+    prog = IntegerProgram()
+    pairs, left = heaviest(sum((_intra_pairs(c[l]) for c in trace.calls), Counter()), budget)
+    lay = _Layer(prog, l, trace.experts, devices, capacity, loads, cap, pairs)
+    local = np.zeros((trace.experts, devices))
+    for c in trace.calls:
+        own = homes(c.shape[1], devices) if l == 0 else assign[l - 1][c[l - 1][:, 0]]
+        np.add.at(local, (c[l].reshape(-1), np.repeat(own, c.shape[2])), 1.0)
+        if with_next and l + 1 < trace.layers:
+            # The token leaves layer l from its top-1 expert's device; a layer-(l+1) expert
+            # already placed on that device saves the hop.
+            nxt = assign[l + 1][c[l + 1]]
+            np.add.at(local, (np.repeat(c[l][:, 0], c.shape[2]), nxt.reshape(-1)), 1.0)
+    for e in range(trace.experts):
+        for d in range(devices):
+            prog.costs[lay.x[e][d]] = -local[e, d]
+    constant = float(sum(c[l].size + c[l][:, 1:].size for c in trace.calls))
+    return prog, lay, constant, left
+
+
 def solve_layerwise(trace: ExpertTrace, devices: int, capacity: int, time_limit: float,
-                    warm: Placement, budget: int | None = -1) -> IlpResult:
-    """Layer by layer, earlier layers fixed; a layer without an incumbent keeps `warm`'s row."""
+                    warm: Placement, budget: int | None = -1, sweeps: int = 3) -> IlpResult:
+    """Layer by layer, earlier layers fixed; a layer without an incumbent keeps `warm`'s row.
+
+    The first sweep is the issue's form (layer l-1 fixed). Later sweeps (while time is left,
+    until nothing changes) re-solve each layer with both neighbours fixed, which is still
+    linear, and keep a new row only when the replayed objective does not rise. Status, gap
+    and bound are the first sweep's (the bound is given the earlier layers, not global).
+    """
     start = time.perf_counter()
     loads, caps = expert_loads(trace), load_caps(trace, devices)
     budget = pair_budget(trace.experts) if budget == -1 else budget
     assign = warm.primary().copy()
-    owners = [homes(c.shape[1], devices) for c in trace.calls]
     statuses, gaps, bound, fallback, nvars, nrows = [], [], 0.0, [], 0, 0
+    first_share = time_limit if sweeps <= 1 else 0.6 * time_limit
     for l in range(trace.layers):
-        prog = IntegerProgram()
-        pairs, left = heaviest(sum((_intra_pairs(c[l]) for c in trace.calls), Counter()), budget)
-        lay = _Layer(prog, l, trace.experts, devices, capacity, loads[l], caps[l], pairs)
-        local = np.zeros((trace.experts, devices))
-        for c, own in zip(trace.calls, owners):
-            np.add.at(local, (c[l].reshape(-1), np.repeat(own, c.shape[2])), 1.0)
-        for e in range(trace.experts):
-            for d in range(devices):
-                prog.costs[lay.x[e][d]] = -local[e, d]
-        constant = float(sum(c[l].size + c[l][:, 1:].size for c in trace.calls))
-        seconds = max(0.2, (time_limit - (time.perf_counter() - start)) / (trace.layers - l))
+        prog, lay, constant, left = _layer_program(trace, l, assign, devices, capacity, loads[l], caps[l],
+                                                   budget, False)
+        seconds = max(0.2, (first_share - (time.perf_counter() - start)) / (trace.layers - l))
         sol = _quiet_solve(prog, seconds, _initial(prog, [lay], [l], assign, loads, []), rel_gap(trace.experts))
         nvars, nrows = nvars + prog.num_vars, nrows + len(prog.rows)
         if sol.has_solution:
@@ -201,7 +221,25 @@ def solve_layerwise(trace: ExpertTrace, devices: int, capacity: int, time_limit:
         else:
             fallback.append(l)
             statuses.append("fallback")
-        owners = [assign[l][c[l][:, 0]] for c in trace.calls]
+    best = evaluate(trace, Placement.from_assignment(assign, devices)).objective
+    for _ in range(sweeps - 1):
+        changed = False
+        for l in range(trace.layers):
+            left_s = time_limit - (time.perf_counter() - start)
+            if left_s < 0.2:
+                break
+            prog, lay, _, _ = _layer_program(trace, l, assign, devices, capacity, loads[l], caps[l], budget, True)
+            sol = _quiet_solve(prog, max(0.2, left_s / trace.layers), _initial(prog, [lay], [l], assign, loads, []),
+                               rel_gap(trace.experts))
+            if not sol.has_solution:
+                continue
+            trial = assign.copy()
+            trial[l] = _assignment(sol, lay)
+            cost = evaluate(trace, Placement.from_assignment(trial, devices)).objective
+            if cost < best - 1e-9:
+                assign, best, changed = trial, cost, True
+        if not changed:
+            break
     placement = Placement.from_assignment(assign, devices)
     status = "optimal" if all(s == "optimal" for s in statuses) else (
         "fallback" if fallback else "time_limit")
