@@ -97,6 +97,10 @@ def place(
               if isinstance(b.value, relax.Call) and getattr(b.value.op, "name", "") == ALLOC}
     root: dict[relax.Var, set[relax.Var]] = {}
     last_use: dict[relax.Var, int] = {}
+    # An allocation is written by the first call that takes it; an elementwise kernel that
+    # map-memory runs in place hands the same bytes from its input (last use at that call)
+    # to its output (first use there): the one overlap the check allows.
+    first_use: dict[relax.Var, int] = {}
     wanted: dict[relax.Var, int] = {}  # alloc var -> offset
     bound: dict[relax.Var, object] = {}
     for i, b in enumerate(bindings):
@@ -108,6 +112,7 @@ def place(
         for v in used:
             for r in root.get(v, ()):
                 last_use[r] = i
+                first_use.setdefault(r, i)
         source = _allocation(b.value, bound, allocs)
         if b.var.name in offsets and source is not None and _nbytes(source.ty) is not None:
             wanted[source] = offsets[b.var.name]
@@ -120,13 +125,14 @@ def place(
     placed: list[tuple[int, int, int, int]] = []  # (start, last, lo, hi)
     chosen: dict[relax.Var, int] = {}
     for var, offset in sorted(wanted.items(), key=lambda kv: allocs[kv[0]]):
-        start, last = allocs[var], last_use.get(var, allocs[var])
+        start, last = first_use.get(var, allocs[var]), last_use.get(var, allocs[var])
         lo, hi = offset, offset + _nbytes(var.ty)
         if last >= end:
             report.demoted.append(f"{var.name}: reachable at the return")
         elif hi > arena_bytes:
             report.demoted.append(f"{var.name}: past the arena's end")
-        elif check and any(s <= last and start <= e and lo < h and l < hi for s, e, l, h in placed):
+        elif check and any(s <= last and start <= e and lo < h and l < hi
+                           and not (e == start and (l, h) == (lo, hi)) for s, e, l, h in placed):
             report.demoted.append(f"{var.name}: a view keeps an overlapping buffer alive")
         else:
             placed.append((start, last, lo, hi))

@@ -25,6 +25,7 @@ from xdsl.dialects import func
 from xdsl.ir import Operation, SSAValue
 
 from ir import dtypes
+from ir.core import Elementwise
 
 ALIGN = 64  # bytes; one cache line, the widest SIMD load
 SOURCE_OPS = ("kiln.param", "kiln.constant")
@@ -57,6 +58,7 @@ class Lifetimes:
     weights: list[tuple[SSAValue, int, int]] = field(default_factory=list)  # (value, bytes, reads)
     returned_bytes: int = 0
     internal_values: int = 0  # values that stay inside their fused group: no buffer
+    aliases: dict[SSAValue, int] = field(default_factory=dict)  # written in place: value -> buffer
 
     def max_live(self) -> int:
         """The largest total size live at one step: no arena can be smaller (ALIGN units)."""
@@ -141,7 +143,8 @@ def lifetimes(fn: func.FuncOp, steps: list[list[Operation]] | None = None) -> Li
 
     A reshape that is a step of its own is a view in every runtime (TVM lowers it to
     `R.reshape`, torch to `view`): it gets no buffer, and the buffer it views lives until
-    the reshape's own readers are done.
+    the reshape's own readers are done. An elementwise step may write its output over an
+    input that dies there (`_in_place`).
     """
     steps = execution_steps(fn) if steps is None else steps
     step_of = {op: t for t, ops in enumerate(steps) for op in ops}
@@ -177,13 +180,61 @@ def lifetimes(fn: func.FuncOp, steps: list[list[Operation]] | None = None) -> Li
                 spans.append([-(-max(nbytes, 1) // ALIGN), t, end, nbytes])
                 names.append(_name(op, r))
                 values.append(r)
-    buffers = [Buffer(i, size, start, end, nbytes, names[i]) for i, (size, start, end, nbytes) in enumerate(spans)]
+    merged = _in_place(steps, spans, values, buffer_of)
+    keep = [i for i in range(len(spans)) if i not in merged]
+    index = {old: new for new, old in enumerate(keep)}
+    buffers = [Buffer(index[i], *_span(spans[i]), names[i]) for i in keep]
+    aliases = {values[i]: index[target] for i, target in merged.items()}
+    values = [values[i] for i in keep]
     weights = []
     for op in fn.body.block.ops:
         if op.name in SOURCE_OPS:
             r = op.results[0]
             weights.append((r, dtypes.nbytes(r.type), sum(1 for _ in r.uses)))
-    return Lifetimes(buffers, len(steps), values, steps, weights, returned_bytes, internal)
+    return Lifetimes(buffers, len(steps), values, steps, weights, returned_bytes, internal, aliases)
+
+
+def _span(span: list[int]) -> tuple[int, int, int, int]:
+    size, start, end, nbytes = span
+    return size, start, end, nbytes
+
+
+def _in_place(steps, spans: list[list[int]], values: list[SSAValue], buffer_of: dict) -> dict[int, int]:
+    """Buffers written in place over an input: buffer -> the buffer whose bytes it reuses.
+
+    Allowed when every op of the step is elementwise, the step has one buffer output and
+    its last op makes it, and an input of the same shape and bytes is last read at this
+    step: each element is then read before the same element is written, in one kernel
+    (TVM, Triton) or before the output is stored (the interpreter copies after the op).
+    """
+    owner: dict[int, int] = {}  # merged buffer -> target
+
+    def find(i: int) -> int:
+        while i in owner:
+            i = owner[i]
+        return i
+
+    produced = {v: i for i, v in enumerate(values)}
+    for t, ops in enumerate(steps):
+        outs = [produced[r] for op in ops for r in op.results if r in produced]
+        if len(outs) != 1 or not all(op.has_trait(Elementwise) for op in ops):
+            continue
+        out = outs[0]
+        value = values[out]
+        if value.owner is not ops[-1]:
+            continue
+        inside = set(ops)
+        for op in ops:
+            for x in op.operands:
+                if x in buffer_of and x.owner not in inside and x.type == value.type:
+                    target = find(buffer_of[x])
+                    if target != out and spans[target][2] == t and spans[target][0] == spans[out][0]:
+                        owner[out] = target
+                        spans[target][2] = max(spans[target][2], spans[out][2])
+                        break
+            if out in owner:
+                break
+    return {i: find(i) for i in owner}
 
 
 def _name(op: Operation, r: SSAValue) -> str:

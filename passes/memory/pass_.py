@@ -99,6 +99,7 @@ def _describe(life: Lifetimes, plan: OffsetPlan) -> dict[str, float | int | str]
         "buffers": len(life.buffers),
         "steps": life.num_steps,
         "internal_values": life.internal_values,
+        "in_place": len(life.aliases),
         "arena_bytes": plan.arena * ALIGN,
         "best_fit_bytes": plan.best_fit * ALIGN,
         "lower_bound_bytes": plan.lower_bound * ALIGN,
@@ -159,6 +160,7 @@ def _describe_tiers(plan: TierPlan, options: MapMemoryPass) -> dict[str, float |
 
 def _write(life: Lifetimes, plan: OffsetPlan, tier_of: dict[object, str]) -> None:
     offset_of = {v: plan.offsets[b.index] * ALIGN for b, v in zip(life.buffers, life.values)}
+    offset_of.update({v: plan.offsets[i] * ALIGN for v, i in life.aliases.items()})  # in place
     for ops in life.steps:
         for op in ops:
             if not any(r in offset_of for r in op.results):
