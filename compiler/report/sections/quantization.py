@@ -16,18 +16,25 @@ def quantization(s: dict[str, Any], ctx: Context) -> Section:
                               ("mode", "sensitivity", "budget_bytes", "avg_bits", "formats", "variables",
                                "refinements", "skipped", "permuted_sites")),
                   str(s.get("status", "")) or None)
-    rows = [[f"{s.get('solver', 'chosen')} (chosen)", fmt(s.get("bytes")), fmt(s.get("objective")),
+    budget = s.get("budget_bytes")
+
+    def fits(nbytes: Any) -> str:
+        return "-" if not isinstance(budget, int | float) or nbytes is None else fmt(nbytes <= budget)
+
+    applied = "greedy (the solver fell back)" if s.get("status") == "fallback" else str(s.get("solver", "ilp"))
+    rows = [[f"{applied} (applied)", fmt(s.get("bytes")), fits(s.get("bytes")), fmt(s.get("objective")),
              fmt(s.get("rel_error")), fmt(s.get("latency_us"))]]
     if "bytes_greedy" in s:
-        rows.append(["greedy", fmt(s["bytes_greedy"]), fmt(s.get("objective_greedy")), fmt(s.get("rel_error_greedy")),
-                     fmt(s.get("latency_us_greedy"))])
+        rows.append(["greedy", fmt(s["bytes_greedy"]), fits(s["bytes_greedy"]), fmt(s.get("objective_greedy")),
+                     fmt(s.get("rel_error_greedy")), fmt(s.get("latency_us_greedy"))])
     for name in sorted({m.group(1) for k in s if (m := re.match(r"uniform_(.+)_bytes$", k))}):
-        rows.append([f"uniform {name}", fmt(s.get(f"uniform_{name}_bytes")), fmt(s.get(f"uniform_{name}_objective")),
+        nbytes = s.get(f"uniform_{name}_bytes")
+        rows.append([f"uniform {name}", fmt(nbytes), fits(nbytes), fmt(s.get(f"uniform_{name}_objective")),
                      fmt(s.get(f"uniform_{name}_rel_error")), fmt(s.get(f"uniform_{name}_latency_us"))])
     if "bytes_fp32" in s:
-        rows.append(["fp32 (no quantization)", fmt(s["bytes_fp32"]), "0", "0", "-"])
-    sec.tables.append(Table("Chosen formats against the baselines",
-                            ["plan", "weight bytes", "error objective (sum of layer sensitivities)",
+        rows.append(["fp32 (no quantization)", fmt(s["bytes_fp32"]), fits(s["bytes_fp32"]), "0", "0", "-"])
+    sec.tables.append(Table("Applied formats against the baselines",
+                            ["plan", "weight bytes", "within the budget", "error objective (sum of layer sensitivities)",
                              "relative output error", "modeled latency (us)"], rows, 0))
     layers = _layers(ctx)
     if layers:
