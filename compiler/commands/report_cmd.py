@@ -31,8 +31,11 @@ def load_compile_dir(folder: Path) -> dict[str, Any]:
 def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        fail(f"cannot read {path}: {err}")
+    except OSError as err:
+        fail(f"cannot read {path}: {err.strerror or err}")
+    except ValueError as err:  # JSONDecodeError and undecodable bytes
+        fail(f"{path} is not JSON ({str(err).splitlines()[0]}): pass a report.json, a --out directory or a bench "
+             "latest.json")
     if not isinstance(data, dict):
         fail(f"{path} is not a report (a JSON object)")
     return data

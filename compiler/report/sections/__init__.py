@@ -118,6 +118,8 @@ def decision_sections(decisions: dict[str, dict[str, Any]], ctx: Context) -> lis
             sec = generic(summary, ctx, key)
             sec.notes.append(f"the {key} renderer failed ({type(err).__name__}: {err}); showing every field")
         sec.key = f"decision-{key}" + (f"-p{ctx.partition}" if ctx.partition else "")
+        if len(ctx.report.get("partitions") or []) > 1:
+            sec.title += f" (partition {ctx.partition})"
         out.append(sec)
     return out
 

@@ -54,7 +54,10 @@ def test_kiln_report_bad_sources_are_one_line_errors(tmp_path: Path) -> None:
     other.write_text('{"hello": 1}')
     wrong = kiln("report", str(other))
     assert wrong.exit_code == 2 and "neither a compile report.json nor benchmark results" in wrong.output
-    for result in (missing, empty, wrong):
+    (tmp_path / "notes.txt").write_text("not json")
+    garbled = kiln("report", str(tmp_path / "notes.txt"))
+    assert garbled.exit_code == 2 and "is not JSON" in garbled.output
+    for result in (missing, empty, wrong, garbled):
         assert len(result.output.strip().splitlines()) <= 2 and "Traceback" not in result.output
 
 
