@@ -1,4 +1,4 @@
-"""The converters of compiler/capture/table_extra.py and table_rnn.py, through the TVM backend.
+"""The converters of compiler/capture/table_{extra,spatial,rnn}.py, through the TVM backend.
 
 Each case is a small model around one aten op, on odd shapes, compiled with
 `compile_model(..., target="tvm")`: the op must not fall back (the report's
@@ -62,6 +62,9 @@ CASES: dict[str, tuple[Callable[..., torch.Tensor], Callable[[], tuple], dict]] 
                        lambda: (randn(3, 7),), {}),
     "zeros_ones_full_like": (lambda m, x: torch.zeros_like(x) + torch.ones_like(x) * x + torch.full_like(x, 2.5),
                              lambda: (randn(2, 3, 5),), {}),
+    "new_full_zeros": (lambda m, x: x.new_full((3, 5), 1.5) * x + x.new_zeros(3, 1) + torch.empty_like(x).zero_() + x.clone().fill_(0.25),
+                       lambda: (randn(3, 5),), {}),
+    "stack": (lambda m, a, b: torch.stack([a, b * 2], dim=1), lambda: (randn(3, 5), randn(3, 5)), {}),
     "index_two_tensors": (lambda m, x, i, j: x[i, j], lambda: (randn(5, 7, 3), ints(5, 4, 1), ints(7, 1, 6)), {}),
     "index_middle_dims": (lambda m, x, i: x[:, i], lambda: (randn(3, 7, 2), ints(7, 5, low=-7)), {}),
     "index_batch_argmax": (lambda m, x, t: x[torch.arange(x.shape[0]), t.argmax(-1)],
