@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import subprocess
-import warnings
 import sys
+import warnings
 
 import pytest
 import torch
