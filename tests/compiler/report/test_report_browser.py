@@ -138,3 +138,18 @@ def test_narrow_window_still_has_no_console_errors(browser, gpt_report, width: i
         assert console_errors(browser) == []
     finally:
         browser.set_window_size(1400, 1000)
+
+
+def test_bench_page_draws_one_bar_series_per_system(browser, report_dir) -> None:
+    import json
+
+    from compiler.report.bench import write_bench_report
+
+    results = Path(__file__).resolve().parents[3] / "benchmarks" / "results" / "latest.json"
+    data = json.loads(results.read_text())
+    path = write_bench_report(data, report_dir / "bench.html")
+    browser.get(path.resolve().as_uri())
+    assert console_errors(browser) == []
+    names = browser.execute_script("return document.getElementById('fig-speedups').data.map(t => t.name)")
+    assert names == [s for s in data["systems"] if s != "eager"]
+    browser.save_screenshot(str(path.with_suffix(".png")))
