@@ -65,5 +65,4 @@ def predict(model: torch.nn.Module, inputs: tuple[Any, ...], placement: Placemen
     trace = trace_model(model, [inputs], "run input")
     cost = evaluate(trace, placement)
     return {"predicted_dispatch_tokens": cost.dispatched, "predicted_return_tokens": cost.returned,
-            "predicted_cross_tokens": cost.cross, "predicted_loads": cost.loads.tolist(),
-            "hidden": int(trace.hidden or 0)}
+            "predicted_cross_tokens": cost.cross, "predicted_loads": cost.loads.tolist()}
