@@ -300,3 +300,11 @@ def build(name: str) -> Example:
     except KeyError:
         raise KeyError(f"no real model {name!r}; known: {', '.join(BY_NAME)}") from None
     return _seeded(entry.build)()
+
+
+def __getattr__(name: str) -> Callable[[], Example]:
+    """Each suite entry as a factory, for the CLI: `kiln compile benchmarks/models.py:gpt_neox`."""
+    key = name.replace("_", "-")
+    if key in BY_NAME:
+        return lambda: build(key)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
