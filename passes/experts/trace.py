@@ -23,12 +23,18 @@ from typing import Any
 
 import numpy as np
 
+from passes.registry import PipelineError
+
 KIND = "kiln.expert_trace"
 VERSION = 1
 
 
-class ExpertsError(ValueError):
-    """Bad trace, options or model for expert placement; the message is one line."""
+class ExpertsError(PipelineError):
+    """Bad trace, options or model for expert placement; the message is one line.
+
+    A `PipelineError` (a ValueError), so `kiln opt` and `kiln compile` print it as the one
+    line they print for a bad pipeline, instead of a traceback.
+    """
 
 
 @dataclass

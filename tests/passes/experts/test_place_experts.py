@@ -107,3 +107,18 @@ def test_bad_input_gives_one_line_errors(tmp_path):
         parse_module("builtin.module {\n  func.func @forward() {\n    func.return\n  }\n}\n"),
         f'place-experts{{devices=2 trace="{other}"}}'))
     assert "needs trace" in _err(lambda: run_pipeline(parse_module(moe_ir()), "place-experts{devices=2}"))
+
+
+def test_kiln_opt_prints_the_decision_and_one_line_errors(tmp_path):
+    from typer.testing import CliRunner
+
+    from compiler.cli import app
+
+    ir_file, trace_file = tmp_path / "moe.mlir", tmp_path / "t.json"
+    ir_file.write_text(moe_ir())
+    random_trace(2, 4, 2, 16, 2, 7).save(trace_file)
+    runner = CliRunner()
+    ok = runner.invoke(app, ["opt", str(ir_file), "-p", f'place-experts{{devices=2 trace="{trace_file}"}}'])
+    assert ok.exit_code == 0 and ok.output.count("kiln.expert_devices") == 2, ok.output
+    bad = runner.invoke(app, ["opt", str(ir_file), "-p", f'place-experts{{devices=8 trace="{trace_file}"}}'])
+    assert bad.exit_code == 2 and "8 devices but only 4 experts" in bad.output and "Traceback" not in bad.output
