@@ -150,7 +150,10 @@ class CacheClient:
                     self._mark_down("does not answer like a kiln cache service")
                 elif response.status_code >= 500:
                     self._mark_down(f"answered {response.status_code}")
-                elif response.status_code != 404:
+                elif response.status_code == 404:
+                    if not _is_kiln_miss(response):  # a proxy or another server answering 404
+                        self._mark_down("does not answer like a kiln cache service (a 404 without its body)")
+                else:
                     raise CacheServiceError(_explain(response))
         row = self._local_call(db.get, key)
         self.source = "local" if row is not None else "none"
@@ -263,6 +266,15 @@ def _check_key(key: str) -> None:
             f"cache key {key!r} is not a kernel key "
             "(64 lowercase hex digits, as ir.hashing.kernel_key makes)"
         )
+
+
+def _is_kiln_miss(response: httpx.Response) -> bool:
+    """A kiln service's 404 carries `{"detail": "no record for key ..."}`."""
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and "detail" in body
 
 
 def _unreachable(err: httpx.HTTPError) -> str:

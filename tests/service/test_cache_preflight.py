@@ -109,3 +109,29 @@ def test_tuned_records_are_listed_under_the_target_users_type(server, tmp_path: 
 def test_old_records_with_the_full_target_still_match() -> None:
     assert Record(FULL_TARGET, {}, 1e-3).measured_for(FULL_TARGET)
     assert not Record("tvm", {}, 1e-3, {"target": "other"}).measured_for(FULL_TARGET)
+
+
+def test_a_server_answering_404_to_everything_is_not_a_cache(tmp_path: Path) -> None:
+    """A proxy or another web server that says 404 with no body is not "no record": the
+    client says so and uses the local cache (it had treated every kernel as a miss)."""
+    import http.server
+    import threading
+
+    class Nothing(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the stdlib's name
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    with http.server.ThreadingHTTPServer(("127.0.0.1", 0), Nothing) as httpd:
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{httpd.server_address[1]}"
+        said: list[str] = []
+        with CacheClient(url, local_path=tmp_path / "l.sqlite", on_fallback=said.append) as client:
+            assert client.get(key_of("proxy")) is None
+            assert client.preflight() is False
+        httpd.shutdown()
+    assert len(said) == 1 and "does not answer like a kiln cache service" in said[0]
