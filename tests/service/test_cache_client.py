@@ -50,14 +50,16 @@ def test_round_trip_through_the_server_mirrors_locally(server, tmp_path):
 def test_falls_back_to_the_local_cache_when_nothing_listens(tmp_path):
     k = key_of("client-down")
     start = time.monotonic()
+    said: list[str] = []
     with CacheClient(
-        f"http://127.0.0.1:{free_port()}", local_path=tmp_path / "local.sqlite"
+        f"http://127.0.0.1:{free_port()}", local_path=tmp_path / "local.sqlite", on_fallback=said.append
     ) as client:
         client.put(k, REC)
         assert client.source == "local"
         assert client.get(k) == REC and client.source == "local"
         assert client.get(key_of("unknown")) is None and client.source == "none"
     assert time.monotonic() - start < 2.0
+    assert len(said) == 1 and "is unreachable" in said[0]  # said, once
 
 
 def test_a_server_that_never_answers_costs_one_timeout(tmp_path):
@@ -66,7 +68,8 @@ def test_a_server_that_never_answers_costs_one_timeout(tmp_path):
         hung.bind(("127.0.0.1", 0))
         hung.listen(16)
         url = f"http://127.0.0.1:{hung.getsockname()[1]}"
-        with CacheClient(url, local_path=tmp_path / "local.sqlite", timeout_s=0.5) as client:
+        said: list[str] = []
+        with CacheClient(url, local_path=tmp_path / "local.sqlite", timeout_s=0.5, on_fallback=said.append) as client:
             start = time.monotonic()
             assert client.get(key_of("hung")) is None
             first = time.monotonic() - start
@@ -76,19 +79,22 @@ def test_a_server_that_never_answers_costs_one_timeout(tmp_path):
             later = time.monotonic() - start
     assert first < 2.0
     assert later < 0.5  # the server is not tried again until retry_after_s has passed
+    assert len(said) == 1 and "timed out" in said[0]
 
 
 def test_an_unroutable_server_is_bounded_by_the_connect_timeout(tmp_path):
     start = time.monotonic()
-    with CacheClient("http://10.255.255.1:9", local_path=tmp_path / "local.sqlite") as client:
+    said: list[str] = []
+    with CacheClient("http://10.255.255.1:9", local_path=tmp_path / "local.sqlite", on_fallback=said.append) as client:
         assert client.get(key_of("unroutable")) is None
+    assert len(said) == 1  # unreachable, or (behind a proxy that answers 404) not a kiln cache
     assert time.monotonic() - start < 2.0
 
 
 def test_the_server_coming_back_after_an_outage(server, tmp_path):
     k = key_of("outage")
     with CacheClient(
-        f"http://127.0.0.1:{free_port()}", local_path=tmp_path / "l.sqlite"
+        f"http://127.0.0.1:{free_port()}", local_path=tmp_path / "l.sqlite", on_fallback=lambda _: None
     ) as offline:
         offline.put(k, REC)  # measured while the service was down
     with CacheClient(
@@ -153,6 +159,8 @@ def test_something_else_at_the_url_is_treated_as_down(tmp_path):
     with http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotKiln) as httpd:
         threading.Thread(target=httpd.serve_forever, daemon=True).start()
         url = f"http://127.0.0.1:{httpd.server_address[1]}"
-        with CacheClient(url, local_path=tmp_path / "l.sqlite") as client:
+        said: list[str] = []
+        with CacheClient(url, local_path=tmp_path / "l.sqlite", on_fallback=said.append) as client:
             assert client.get(key_of("html")) is None and client.source == "none"
+        assert said and "does not answer like a kiln cache service" in said[0]
         httpd.shutdown()
