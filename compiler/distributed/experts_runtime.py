@@ -21,6 +21,7 @@ parameters, or a zoo-style module with `route()` and stacked `w_gate/w_up/w_down
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,7 @@ class Counters:
     returned: int = 0  # rows sent to another rank at return
     bytes: int = 0  # payload bytes of those rows
     sync_bytes: int = 0  # all-reduce of combined rows (same for every placement)
+    a2a_seconds: float = 0.0  # wall time in the all_to_all_single calls (reported, never asserted)
     computed: list[list[int]] = field(default_factory=list)  # [layer] -> rows computed on this rank
 
 
@@ -57,6 +59,7 @@ class ExpertParallel:
         self.layer, self.owner = 0, None
 
     def _exchange(self, rows: torch.Tensor, meta: torch.Tensor, dest: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, int]:
+        start = time.perf_counter()
         order = np.argsort(dest, kind="stable")
         send = np.bincount(dest, minlength=self.world)
         counts = torch.tensor(send, dtype=torch.int64)
@@ -69,6 +72,7 @@ class ExpertParallel:
         out_meta = meta.new_empty((sum(rs), meta.shape[1]))
         dist.all_to_all_single(out_meta, meta[idx].contiguous(), rs, ss)
         remote = sum(n for d, n in enumerate(ss) if d != self.rank)
+        self.count.a2a_seconds += time.perf_counter() - start
         self.count.bytes += remote * rows.shape[1] * rows.element_size()
         return out, out_meta, remote
 
@@ -164,8 +168,10 @@ def run_expert_parallel(model: torch.nn.Module, inputs: tuple[Any, ...], placeme
     totals = torch.tensor([c.dispatched, c.returned, c.bytes, c.sync_bytes], dtype=torch.int64)
     dist.all_reduce(totals)
     dist.all_reduce(comp)
+    slowest = torch.tensor([c.a2a_seconds], dtype=torch.float64)
+    dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
     d, r, b, s = totals.tolist()
-    return out, Counters(d, r, b, s, comp.tolist())
+    return out, Counters(d, r, b, s, float(slowest.item()), comp.tolist())
 
 
 def run_rank(ctx: Any, model_spec: str, pipeline: str, check: bool = True, atol: float = 1e-4,
@@ -202,7 +208,7 @@ def run_model(ctx: Any, model: torch.nn.Module, inputs: tuple[Any, ...], pipelin
         "ok": ok, "max_abs_error": err, "rank": ctx.rank,
         "dispatch_tokens": count.dispatched, "return_tokens": count.returned,
         "cross_tokens": count.dispatched + count.returned, "cross_bytes": count.bytes,
-        "sync_bytes": count.sync_bytes, "computed_loads": count.computed, **predicted,
+        "sync_bytes": count.sync_bytes, "a2a_seconds": round(count.a2a_seconds, 6), "computed_loads": count.computed, **predicted,
         "loads_match": count.computed == loads,
         "counts_match": count.dispatched == predicted["predicted_dispatch_tokens"]
         and count.returned == predicted["predicted_return_tokens"],

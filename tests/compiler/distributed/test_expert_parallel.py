@@ -18,17 +18,17 @@ from compiler.trace_experts import sample_inputs, trace_model
 MODELS = "benchmarks/expert_models.py"
 
 
-def _run(folder, models: tuple[tuple[str, str], ...]) -> dict[str, dict]:
+def _run(folder, models: tuple[tuple[str, str], ...], ranks: int = 2) -> dict[str, dict]:
     cases, names = [], []
     for name, opts in models:
         path = folder / f"{name}.json"
         if not path.exists():
             model, inputs = getattr(expert_models, name)()
             trace_model(model, sample_inputs(inputs, 2, seed=11), name).save(path)
-        cases.append((f"{MODELS}:{name}", f'place-experts{{devices=2 trace="{path}" time-limit=3{opts}}}'))
+        cases.append((f"{MODELS}:{name}", f'place-experts{{devices={ranks} trace="{path}" time-limit=3{opts}}}'))
         names.append(name + opts.replace(" ", "+"))
-    ranks = spawn("compiler.distributed.experts_runtime:run_many", 2, (cases,), timeout_s=90)
-    return dict(zip(names, ranks[0]))
+    results = spawn("compiler.distributed.experts_runtime:run_many", ranks, (cases,), timeout_s=90)
+    return dict(zip(names, results[0]))
 
 
 @pytest.fixture(scope="module")
@@ -60,3 +60,9 @@ def test_replicated_experts_and_qwen2_moe_with_shared_expert(tmp_path):
     for name, r in got.items():
         assert r["ok"] and r["counts_match"] and r["loads_match"], (name, r)
     assert got["zoo_moe+replicate=2+capacity=6"]["plan_extra_replicas"] >= 1
+
+
+@pytest.mark.slow
+def test_four_ranks_with_replicas(tmp_path):
+    r = _run(tmp_path, (("zoo_moe", " replicate=2 capacity=3"),), ranks=4)["zoo_moe+replicate=2+capacity=3"]
+    assert r["ok"] and r["counts_match"] and r["loads_match"], r
