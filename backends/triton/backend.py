@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from backends.base import BuildOptions, Capabilities
+from backends.fresh_outputs import shared_output_positions
 from ir.program import Program
 
 # Bumped whenever the templates change what code a given IR produces.
@@ -44,12 +45,14 @@ class TritonKernel:
     generated: object = None  # the GeneratedModule (source, kernel specs)
     device: str = "cpu"  # where kernels run: "cuda", or "cpu" under the interpreter
     quant_paths: dict[str, str] = field(default_factory=dict)  # quantized weight -> where decoded
+    shared_outputs: tuple[int, ...] = ()  # constants / inputs returned: cloned per call (fresh_outputs.py)
 
     def __call__(self, *args: torch.Tensor) -> list[torch.Tensor]:
         home = args[0].device if args else torch.device(self.device)
         with torch.no_grad():
             # A GPU kernel cannot read host memory: CPU inputs go to the GPU and back.
             outs = self.call([a.to(self.device) for a in args], self.bound, self.fallbacks)
+            outs = [o.clone() if i in self.shared_outputs else o for i, o in enumerate(outs)]
         return [o.to(home) for o in outs]
 
 
@@ -123,6 +126,7 @@ class TritonBackend:
             generated,
             runtime.device,
             generated.quant_paths,
+            shared_output_positions(program),
         )
 
 

@@ -49,6 +49,9 @@ class TVMKernel:
     dense_paths: dict[str, str] = field(default_factory=dict)  # linear weight -> packed/library
     # The pools in force, {"tvm": n, "torch": m}: TVM's may be serial (`default_thread_config`).
     pool_threads: dict[str, int] = field(default_factory=dict)
+    # Outputs that would be one storage on every call (constants, inputs passed through):
+    # cloned per call, as eager returns fresh tensors (`backends/fresh_outputs.py`).
+    shared_outputs: tuple[int, ...] = ()
 
     @property
     def param_bytes(self) -> int:
@@ -61,7 +64,10 @@ class TVMKernel:
         # expand output) is rejected by the VM, so it is made compact first.
         if not all(a.is_contiguous() for a in args):
             args = tuple(a.contiguous() for a in args)
-        return list(self.vm_main(*args, *self.params))
+        outs = list(self.vm_main(*args, *self.params))
+        for i in self.shared_outputs:
+            outs[i] = outs[i].clone()
+        return outs
 
 
 class TVMBackend:
@@ -85,6 +91,7 @@ class TVMBackend:
         import tvm
         from tvm import relax
 
+        from backends.fresh_outputs import shared_output_positions
         from backends.tvm import library
         from backends.tvm.arena import memory_pipeline, record_memory
         from backends.tvm.compile import build_executable
@@ -164,6 +171,7 @@ class TVMBackend:
             vm["main"], params, num_kernels, hit, artifacts, lowered.reference_ops, tuned, hits,
             lowered.quant_paths, lowered.dense_paths,
             {"tvm": pool.num_threads, "torch": pool.torch_threads or pool.num_threads},
+            shared_output_positions(program),
         )
 
 

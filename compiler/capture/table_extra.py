@@ -146,10 +146,9 @@ def _fill_like(lw: Lowering, x, *args, **kwargs):
 
 # ---- gathers ---------------------------------------------------------------------------------
 def _gather_rows(lw: Lowering, table: SSAValue, linear: SSAValue) -> SSAValue:
-    """`table.reshape(-1, R)[linear]`, shaped `linear.shape + (R,)`."""
+    """`table.reshape(-1, 1)[linear]`, shaped `linear.shape + (1,)`."""
     size = shape(table)
-    rows = lw.emit(ReshapeOp.make(table, shape=(numel(size), 1))) if len(size) != 2 else table
-    return lw.emit(EmbeddingOp.make(rows, linear))
+    return lw.emit(EmbeddingOp.make(reshape(lw, table, (numel(size), 1)), linear))
 
 
 @converts(aten.index.Tensor)
