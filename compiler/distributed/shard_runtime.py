@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from xdsl.dialects import func
 
 from compiler.distributed.launch import RankContext
+from cost_models import comm
 from ir import dtypes
 from passes.shard.placement import Placement, local_shape, parse, replicated, reshard_steps
 
@@ -81,12 +82,17 @@ class Collectives:
     def __init__(self, mesh: Mesh) -> None:
         self.mesh = mesh
         self.calls: Counter[str] = Counter()
+        self.sent = 0.0  # bytes this rank sends, by the same formulas the cost model uses
+
+    def _count(self, kind: str, nbytes: float, axis: int) -> None:
+        self.calls[kind] += 1
+        self.sent += comm.wire_bytes(kind, nbytes, self.mesh.shape[axis])
 
     def all_gather(self, x: torch.Tensor, axis: int, dim: int) -> torch.Tensor:
         m = self.mesh.shape[axis]
         parts = [torch.empty_like(x) for _ in range(m)]
         dist.all_gather(parts, x.contiguous(), group=self.mesh.groups[axis])
-        self.calls["all_gather"] += 1
+        self._count("all_gather", x.numel() * x.element_size() * m, axis)
         return torch.cat(parts, dim=dim)
 
     def all_to_all(self, x: torch.Tensor, axis: int, whole: int, split: int) -> torch.Tensor:
@@ -95,14 +101,14 @@ class Collectives:
         send = torch.cat([c.flatten() for c in chunks])
         recv = torch.empty_like(send)
         dist.all_to_all_single(recv, send, group=self.mesh.groups[axis])
-        self.calls["all_to_all"] += 1
+        self._count("all_to_all", send.numel() * send.element_size(), axis)
         pieces = [p.reshape(chunks[0].shape) for p in recv.chunk(m)]
         return torch.cat(pieces, dim=whole)
 
     def all_reduce(self, x: torch.Tensor, axis: int) -> torch.Tensor:
         x = x.contiguous()
         dist.all_reduce(x, group=self.mesh.groups[axis])
-        self.calls["all_reduce"] += 1
+        self._count("all_reduce", x.numel() * x.element_size(), axis)
         return x
 
 
@@ -183,6 +189,7 @@ def run_rank(ctx: RankContext, payload: tuple, inputs: tuple[torch.Tensor, ...],
     with torch.no_grad():
         outs = run_local(fn, ordered, params, coll)
     issued = dict(coll.calls)
+    sent_mb = coll.sent / 1e6
     times = []
     for _ in range(repeats):
         dist.barrier()
@@ -193,6 +200,7 @@ def run_rank(ctx: RankContext, payload: tuple, inputs: tuple[torch.Tensor, ...],
     measured = statistics.median(times)
     report: dict[str, Any] = {
         "rank": ctx.rank, "issued": issued, "predicted": predicted, "collectives_match": issued == predicted,
+        "sent_mb": sent_mb, "modeled_comm_mb": float(summary.get("comm_mb", math.nan)),
         "measured_ms": measured * 1e3, "modeled_ms": float(summary.get("time_us", math.nan)) / 1e3,
         "chosen": summary.get("chosen"), "status": summary.get("status"), "executor": "eager (reference ops)",
     }

@@ -56,6 +56,8 @@ def _check(mesh: tuple[int, ...]) -> None:
         for name, report in zip(names, rank_reports):
             assert report.get("ok", True), (name, report)  # a pipeline checks on rank 0 only
             assert report["issued"] == report["predicted"], (name, report)
+            if "sent_mb" in report:  # bytes on the wire equal the cost model's, rank by rank
+                assert report["sent_mb"] == pytest.approx(report["modeled_comm_mb"], rel=1e-6, abs=1e-9), (name, report)
             if report["issued"]:
                 split.add(name)
     # the baselines differ: Megatron all-reduces, data parallel gathers once at the end
