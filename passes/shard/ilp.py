@@ -15,6 +15,8 @@ Objective (microseconds, so HiGHS's tolerances see the differences)
   + for every returned value, reshard(out -> replicated)
 Memory (when a budget is given)
   sum_params mult_c * local_bytes[c, s] x[c, s] + 2 m <= budget,  m >= local_bytes[c, s] x[c, s].
+Each use of a value is redistributed on its own (two consumers wanting the same placement
+pay twice); the runtime does exactly the same, so predicted and issued collectives agree.
 Restrictions (the baselines) fix x[c, s] = 0 for the strategies a rule forbids, and are
 solved by the same program, so the ILP's optimum can never be worse than a baseline's.
 """
