@@ -21,25 +21,26 @@ def run_tune(
     no_cost_model: bool, as_json: bool, model_check: bool = True,
 ) -> None:
     from compiler.cli import warn
-    from compiler.model_loader import ModelSpecError, load_model
     from compiler.service.client import CacheClient, CacheServiceError, CacheURLError
-    from compiler.tuner.search import SearchOptions
-    from compiler.tuner.tuner import TuneOptions, train_cost_model, tune_model
-    from passes import PipelineError, parse_pipeline
 
     if target != "tvm":
         fail(f"kiln tune supports --target tvm only, got {target!r} "
              "(Triton knobs are declared, but timing them needs a GPU)")
+    try:  # before the heavy imports: a bad --cache or a missing token is answered at once
+        client = CacheClient.from_env(cache_url, on_fallback=warn)
+        client.preflight(write=True)  # one request: a missing token fails now, not after tuning
+    except (CacheURLError, CacheServiceError) as err:
+        fail(str(err))
+    from compiler.model_loader import ModelSpecError, load_model
+    from compiler.tuner.search import SearchOptions
+    from compiler.tuner.tuner import TuneOptions, train_cost_model, tune_model
+    from passes import PipelineError, parse_pipeline
+
     if pipeline is not None:
         try:
             parse_pipeline(pipeline)
         except PipelineError as err:
             fail(str(err))
-    try:
-        client = CacheClient.from_env(cache_url, on_fallback=warn)
-        client.preflight(write=True)  # one request: a missing token fails now, not after tuning
-    except (CacheURLError, CacheServiceError) as err:
-        fail(str(err))
     try:
         model, inputs, name = load_model(model_spec)
     except ModelSpecError as err:
