@@ -219,7 +219,7 @@ def _cumsum(lw: Lowering, x, dim, *, dtype=None):
     """
     out_dtype = lw.meta().dtype
     if out_dtype.is_floating_point or out_dtype.is_complex:
-        raise lw.unsupported("floating-point cumsum (only integer scans are lowered)")
+        raise lw.unsupported("no kiln lowering for a floating-point cumsum (only integer scans are lowered)")
     vx = cast(lw, lw.value(x), out_dtype)
     size = shape(vx)
     if not size:

@@ -70,6 +70,7 @@ CASES: dict[str, tuple[Callable[..., torch.Tensor], Callable[[], tuple], dict]] 
     "index_batch_argmax": (lambda m, x, t: x[torch.arange(x.shape[0]), t.argmax(-1)],
                            lambda: (randn(3, 5, 4), ints(9, 3, 5)), {}),
     "gather": (lambda m, x, i: torch.gather(x, 1, i), lambda: (randn(3, 7, 5), ints(7, 3, 4, 2)), {}),
+    "gather_2d": (lambda m, x, i: torch.gather(x, 1, i) + 1, lambda: (ints(50, 2, 9), ints(9, 2, 5)), {}),
     "cumsum_int": (lambda m, x: torch.cumsum(x.ne(0).int(), dim=1) * x.ne(0).int(), lambda: (ints(3, 3, 11),), {}),
     "argmax_argmin": (lambda m, x: torch.stack([x.argmax(1), x.argmin(1)]), lambda: (ints(4, 3, 7, 2),), {}),
     "argmax_flat": (lambda m, x: x.argmax() + x.argmin(-1, keepdim=True), lambda: (randn(3, 5),), {}),
