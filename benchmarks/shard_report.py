@@ -19,8 +19,8 @@ import json
 import time
 from pathlib import Path
 
-from compiler.driver import module_decisions
 from compiler.distributed.plan import capture
+from compiler.driver import module_decisions
 from examples.zoo import encoder, gpt_layers, moe_layers
 from ir import parse_module
 from passes import run_pipeline
@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
             print(lines[-1], flush=True)
     wide = next(iter(WIDE))
     lines += ["", f"## A memory budget data parallel does not meet ({wide}, h100-node, mesh 8)", "",
-              "| memory-gb | ILP time us | ILP memory MB | data parallel us / MB (fits) | Megatron us / MB (fits) "
-              "| best fitting baseline / ILP | status |",
+              ("| memory-gb | ILP time us | ILP memory MB | data parallel us / MB (fits) | Megatron us / MB (fits) "
+               "| best fitting baseline / ILP | status |"),
               "|---|---|---|---|---|---|---|"]
     for gb in (None, 0.2, 0.06):
         spec = "shard{mesh=8 cluster=h100-node" + ("" if gb is None else f" memory-gb={gb}") + "}"

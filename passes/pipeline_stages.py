@@ -22,6 +22,7 @@ wrong rows there, ENVIRONMENT.md).
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from dataclasses import dataclass
@@ -163,7 +164,7 @@ def _op_seconds(fn: func.FuncOp, sub: int, cluster: comm.Cluster, time_limit: fl
 def _stage_times(layers: list[Layer], send: list[float], cuts: list[int]) -> list[float]:
     bounds = [0, *cuts, len(layers)]
     return [sum(L.seconds for L in layers[a:b]) + (send[b - 1] if b < len(layers) else 0.0)
-            for a, b in zip(bounds, bounds[1:])]
+            for a, b in itertools.pairwise(bounds)]
 
 
 def _step_time(layers: list[Layer], send: list[float], cuts: list[int], m: int) -> float:

@@ -117,7 +117,14 @@ def launch(target: str, nproc: int, args: tuple, mesh: tuple[int, ...], timeout_
     """
     import typer
 
-    from compiler.distributed.launch import DistributedRunError, RankContext, init_from_env, resolve, spawn, under_torchrun
+    from compiler.distributed.launch import (
+        DistributedRunError,
+        RankContext,
+        init_from_env,
+        resolve,
+        spawn,
+        under_torchrun,
+    )
 
     if not under_torchrun():
         return spawn(target, nproc, args, mesh=mesh, timeout_s=timeout_s)

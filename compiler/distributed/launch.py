@@ -116,7 +116,7 @@ def spawn(
             raise DistributedRunError(_first_failure(out_dir, nproc, err)) from None
         results = []
         for rank in range(nproc):
-            status, *rest = pickle.loads((Path(out_dir) / f"rank{rank}.pkl").read_bytes())
+            _, *rest = pickle.loads((Path(out_dir) / f"rank{rank}.pkl").read_bytes())
             results.append(rest[0])
         return results
 

@@ -78,9 +78,8 @@ def plan_model(model: torch.nn.Module | Captured, inputs: Sequence[torch.Tensor]
     from compiler.driver import module_decisions
     from ir import parse_module
     from passes import PipelineError, parse_pipeline, run_pipeline
-    from passes.shard import ShardError, ShardPass, parse_mesh_option
-
     from passes.pipeline_stages import PipelinePass, PipelineStageError
+    from passes.shard import ShardError, ShardPass, parse_mesh_option
 
     try:
         passes = parse_pipeline(pipeline)

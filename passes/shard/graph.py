@@ -15,11 +15,11 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from xdsl.dialects import func
-from xdsl.ir import BlockArgument, Operation, SSAValue
+from xdsl.ir import Operation, SSAValue
 
 from ir import dtypes
-from passes.shard.strategies import Strategy, enumerate_strategies
 from passes.shard.placement import all_placements
+from passes.shard.strategies import Strategy, enumerate_strategies
 
 WL_ROUNDS = 3
 
@@ -77,7 +77,7 @@ def build_graph(fn: func.FuncOp, mesh: tuple[int, ...], tie: bool = True) -> Sha
     nodes: list[Node] = []
     of_value: dict[SSAValue, int] = {}
     for arg in fn.body.block.args:
-        node = Node(len(nodes), None, arg, [_source_strategy(p) for p in all_placements(dtypes.shape_of(arg.type), mesh)])
+        node = Node(len(nodes), None, arg, [Strategy(p, ()) for p in all_placements(dtypes.shape_of(arg.type), mesh)])
         of_value[arg] = node.index
         nodes.append(node)
     edges: list[tuple[int, int, int]] = []
@@ -100,12 +100,6 @@ def build_graph(fn: func.FuncOp, mesh: tuple[int, ...], tie: bool = True) -> Sha
     graph = ShardGraph(fn, mesh, nodes, edges, returns)
     _tie(graph, tie)
     return graph
-
-
-def _source_strategy(p):
-    from passes.shard.strategies import Strategy
-
-    return Strategy(p, ())
 
 
 def _local_signature(node: Node) -> str:

@@ -91,7 +91,7 @@ def reshard_steps(src: Placement, dst: Placement, shape: tuple[int, ...], mesh: 
     local = nbytes / shards(src, mesh)
     rank = len(shape)
     cur = list(src)
-    axes_of = lambda pl, d: [a for a, x in enumerate(pl) if x == d]  # noqa: E731
+    axes_of = lambda pl, d: [a for a, x in enumerate(pl) if x == d]
     handled: set[int] = set()
     for a in range(len(mesh)):
         d, d2 = src[a], dst[a]

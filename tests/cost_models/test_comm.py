@@ -30,7 +30,7 @@ def test_one_device_or_no_bytes_costs_nothing(fn) -> None:
 
 def test_all_gather_and_reduce_scatter_are_half_an_all_reduce_in_bandwidth() -> None:
     n, p = 1e9, 4
-    bw_part = lambda f: f(n, p, LINK) - (p - 1) * LINK.alpha_s  # noqa: E731
+    bw_part = lambda f: f(n, p, LINK) - (p - 1) * LINK.alpha_s
     assert bw_part(comm.all_gather) == pytest.approx(bw_part(comm.reduce_scatter))
     assert comm.all_reduce_ring(n, p, LINK) == pytest.approx(comm.all_gather(n, p, LINK) + comm.reduce_scatter(n, p, LINK))
 

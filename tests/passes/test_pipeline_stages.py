@@ -17,8 +17,7 @@ from passes.pipeline_stages import Layer, PipelineStageError, _solve, _step_time
 def test_dp_equals_brute_force_over_all_cuts(seed: int) -> None:
     rng = random.Random(seed)
     n, stages, m = rng.randint(3, 9), rng.randint(2, 4), rng.choice([1, 2, 4, 8])
-    if stages > n:
-        stages = n
+    stages = min(stages, n)
     layers = [Layer(i, i, rng.uniform(1e-5, 1e-3), 0) for i in range(n)]
     send = [rng.uniform(0, 2e-4) for _ in range(n)]
     cuts, best = _solve(layers, send, stages, m)
