@@ -51,6 +51,28 @@ def qwen2_moe(layers: int = 2, experts: int = 8, seed: int = 0):
     return Logits(Qwen2MoeForCausalLM(cfg)).eval(), _ids()
 
 
+class Seq2SeqLogits(nn.Module):
+    """Encoder-decoder HF model -> logits, the same ids feeding encoder and decoder."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=ids, decoder_input_ids=ids, use_cache=False).logits
+
+
+def switch(experts: int = 4, seed: int = 0):
+    """Switch-Transformers-style: top-1 (argmax) routing, one sparse encoder and decoder layer."""
+    from transformers import SwitchTransformersConfig, SwitchTransformersForConditionalGeneration
+
+    cfg = SwitchTransformersConfig(vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=64, num_layers=2,
+                                   num_decoder_layers=2, num_heads=2, num_experts=experts,
+                                   num_sparse_encoder_layers=1, num_sparse_decoder_layers=1, use_cache=False)
+    torch.manual_seed(seed)
+    return Seq2SeqLogits(SwitchTransformersForConditionalGeneration(cfg)).eval(), _ids()
+
+
 def zoo_moe():
     from examples.zoo import moe
 

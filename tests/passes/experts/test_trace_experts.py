@@ -55,6 +55,14 @@ def test_switch_style_top1_argmax_router_is_recorded():
     assert (trace.layers, trace.experts, trace.top_k) == (1, 4, 1)
 
 
+def test_hf_switch_transformers_top1_routers_are_found():
+    from benchmarks.expert_models import switch
+
+    model, inputs = switch()
+    trace = trace_model(model, [inputs], "switch")
+    assert (trace.layers, trace.experts, trace.top_k, trace.tokens) == (2, 4, 1, 32)  # encoder + decoder layer
+
+
 def test_generated_trace_is_skewed_and_has_affinity():
     t = generate(layers=4, experts=16, tokens=512, calls=2, zipf=1.2, affinity=0.8, seed=1)
     loads = expert_loads(t)[0] / expert_loads(t)[0].sum()
