@@ -1,20 +1,23 @@
 """Memory mapping on the zoo: peak intermediate bytes for every planner, and what runs.
 
-For each zoo model and a 24-layer GPT, capture, run the TVM target's pipeline and then
-`map-memory`, and read the `kiln.memory` summary: the max-live lower bound, best-fit
-(TFLite's greedy by size), the ILP, the ILP after `reorder=true`, TVM's own plan
-(`StaticPlanBlockMemory`'s storages for the same kernels) and the bytes one TVM call
-really allocates with the arena (from a real build). Eager PyTorch is measured: every
-tensor an aten op allocates during one forward is tracked until Python frees it
-(`EagerPeak`), and the peak without the outputs is set beside the arena. A second table times the offset ILP itself with the
-best-fit shortcut off (the pass skips the ILP when best-fit meets the lower bound).
-Modeled numbers only: nothing here is a timing that needs a quiet machine.
-Usage: python -m benchmarks.memory_report [--out benchmarks/results] [--no-tvm]
+For each zoo model, a 24-layer GPT and a sample of the real-model suite (the largest
+captured partition of each: HF models may split into several), capture, run the TVM
+target's pipeline and then `map-memory`, and read the `kiln.memory` summary: the max-live
+lower bound, best-fit (TFLite's greedy by size), the ILP, the ILP after `reorder=true`,
+TVM's own plan (`StaticPlanBlockMemory`'s storages for the same kernels) and the bytes one
+TVM call really allocates with the arena (from a real build). Eager PyTorch is measured:
+every tensor an aten op allocates during one forward is tracked until Python frees it
+(`EagerPeak`), and the peak without the outputs is set beside the arena. A second table
+times the offset ILP itself with the best-fit shortcut off (the pass skips the ILP when
+best-fit meets the lower bound). Modeled numbers only: nothing here is a timing that
+needs a quiet machine.
+Usage: python -m benchmarks.memory_report [--out benchmarks/results] [--no-tvm] [--models a,b]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import time
 import weakref
@@ -34,6 +37,10 @@ from passes.memory.lifetimes import ALIGN, lifetimes
 from passes.memory.offsets_ilp import plan_offsets
 
 
+# A sample of the real-model suite (benchmarks/models.py: HF transformers from tiny configs).
+REAL_SAMPLE = ("gpt2", "llama", "bert", "vit", "mixtral")
+
+
 class EagerPeak(TorchDispatchMode):
     """Every storage an aten op allocates, with the moment Python frees its last tensor."""
 
@@ -45,6 +52,7 @@ class EagerPeak(TorchDispatchMode):
         self.events: list[tuple[int, int]] = []  # (storage address, +bytes or -bytes)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        gc.collect()  # tensors in reference cycles are freed now, not when the GC happens to run
         out = func(*args, **(kwargs or {}))
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor) and t.untyped_storage().nbytes() > 0:
@@ -112,7 +120,8 @@ def plan_row(name: str, model, inputs, pipeline: str, tvm: bool) -> dict:
         from compiler import compile_model
 
         compiled = compile_model(model, inputs, target="tvm", pipeline=f"{pipeline},map-memory", use_cache=False)
-        (part,) = [p for p in compiled.report["partitions"] if "memory" in p["decisions"]][:1]
+        planned = [p for p in compiled.report["partitions"] if "memory" in p["decisions"]]
+        part = max(planned, key=lambda p: p["num_ops"])  # the partition `capture` took
         memory = part["decisions"]["memory"]
         row.update({k: memory.get(k) for k in ("tvm_plan_bytes", "tvm_allocated_bytes", "tvm_arena_placed",
                                                "tvm_arena_planned")})
@@ -174,12 +183,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--no-tvm", action="store_true", help="skip the TVM builds (TVM plan columns n/a)")
-    parser.add_argument("--models", default=",".join([*ZOO, "gpt24"]))
+    parser.add_argument("--models", default=",".join([*ZOO, "gpt24", *REAL_SAMPLE]))
     args = parser.parse_args(argv)
     from backends.tvm.pipeline import kiln_pipeline
 
     pipeline = kiln_pipeline().removesuffix(",map-memory")
-    factories = {**ZOO, "gpt24": lambda: gpt_layers(24)}
+    from benchmarks.models import SUITE
+
+    factories = {**ZOO, "gpt24": lambda: gpt_layers(24), **{m.name: m.build for m in SUITE}}
     rows = []
     for name in args.models.split(","):
         model, inputs = factories[name]()
