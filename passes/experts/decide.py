@@ -87,6 +87,9 @@ def decide(trace: ExpertTrace, devices: int, capacity: int | None = None, replic
         "objective": round(cost.objective, 3),
         "bound": round(result.bound, 3) if result and result.bound is not None else -1.0,
         "gap": round(result.gap, 6) if result and result.gap is not None else -1.0,
+        # The layer-wise form bounds each layer given the layers before it (its gap is the
+        # worst layer's); only the joint form's bound and gap are global.
+        "bound_kind": {"ilp": "layer-wise (first sweep, earlier layers fixed)", "joint": "global"}.get(solver, "none"),
         "seconds": round(result.seconds, 3) if result else 0.0,
         "ilp_variables": result.variables if result else 0, "ilp_rows": result.rows if result else 0,
         "cross_tokens": cost.cross, "dispatch_tokens": cost.dispatched, "return_tokens": cost.returned,
