@@ -122,3 +122,12 @@ def test_kiln_opt_prints_the_decision_and_one_line_errors(tmp_path):
     assert ok.exit_code == 0 and ok.output.count("kiln.expert_devices") == 2, ok.output
     bad = runner.invoke(app, ["opt", str(ir_file), "-p", f'place-experts{{devices=8 trace="{trace_file}"}}'])
     assert bad.exit_code == 2 and "8 devices but only 4 experts" in bad.output and "Traceback" not in bad.output
+
+
+def test_joint_solver_through_decide_reports_a_global_bound():
+    trace = random_trace(2, 4, 2, 16, 2, 9)
+    d = decide(trace, 2, solver="joint", time_limit=10.0)
+    s = d.summary
+    assert s["bound_kind"] == "global" and s["status"] in ("optimal", "time_limit")
+    assert s["bound"] <= s["objective"] + 1e-6
+    assert s["objective"] == pytest.approx(brute_force(trace, 2, 2)) or s["status"] == "time_limit"
