@@ -323,6 +323,7 @@ class HLSGraph:
     layers: list[Layer]
     batch: int
     notes: list[str] = field(default_factory=list)
+    tiers: dict[str, str] = field(default_factory=dict)  # array -> bram/uram/ddr (map-memory)
 
     def consts(self) -> list[Const]:
         seen: dict[str, Const] = {}

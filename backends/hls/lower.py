@@ -29,6 +29,7 @@ from xdsl.ir import Operation, SSAValue
 from backends.base import BackendError
 from backends.hls import layers as L
 from backends.hls.config import HLSConfig
+from backends.hls.tiers import read_tiers
 from ir import dtypes
 from ir.attrs import from_attr
 from ir.ops.sources import ConstantOp, ParamOp
@@ -159,7 +160,8 @@ class Lowering:
             if op.results and op.results[0] in self.env:
                 continue  # a parameter read ahead
             self.visit(op)
-        return L.HLSGraph(inputs, outputs, self.layers, self.batch, self.notes)
+        tiers = read_tiers(self.ops, self.produced, self.layers)  # map-memory's, if it ran
+        return L.HLSGraph(inputs, outputs, self.layers, self.batch, self.notes, tiers)
 
     def visit(self, op: Operation) -> None:
         if op in self.folded:

@@ -26,6 +26,7 @@ import torch
 from backends.hls import cpp_layers
 from backends.hls import layers as L
 from backends.hls.config import HLSConfig
+from backends.hls.tiers import pragmas as tier_pragmas
 
 REGISTER_PORT_MAX = 1024  # ports up to this many elements are registers, larger ones memories
 
@@ -181,6 +182,7 @@ def top_source(graph: L.HLSGraph, config: HLSConfig) -> str:
         out = layer.output
         lines.append(f"  static {out.name}_t {out.name}[{out.numel}];")
         names[out.name] = out.name
+    lines += tier_pragmas(graph.tiers)
     lines.append("")
     for layer in graph.layers:
         args = [names[t.name] for t in layer.inputs] + [layer.output.name]
