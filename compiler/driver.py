@@ -26,6 +26,7 @@ from compiler.capture import (
 )
 from compiler.capture.convert import users_outside
 from compiler.capture.partition import IGNORED
+from compiler.compile_cache import CompileCache
 from compiler.compiled import CompiledModule
 from compiler.options import CompileOptions
 from compiler.report.steps import eager_step, partition_step
@@ -81,6 +82,7 @@ def compile_graph(
         extra=opts.extra,
         kernel_configs=tuned_configs(opts),
     )
+    cache = CompileCache(opts, pipeline, build_opts)
     placeholders = {n.name: n for n in graph.placeholders()}
     input_nodes = [placeholders[name] for name in graph.inputs]
     steps: list[Step] = []
@@ -100,32 +102,39 @@ def compile_graph(
             conversion = convert_nodes(part, plan.consts, users_outside(part, IGNORED))
             program = conversion.program
             ir_before = print_module(program.module)
-            _stage(opts, "passes" + (f" (partition {index})" if index else ""))
-            dump = _dumper(opts, index) if opts.dump_ir and opts.out_dir else None
-            timings, quant = _run_passes(program, pipeline, opts, dump, conversion.inputs, input_nodes, graph, example_inputs)
-            for t in timings:
-                pass_times[t.name] = pass_times.get(t.name, 0.0) + t.seconds
-            ir_after = print_module(program.module)
-            _write_ir(opts.out_dir, index, ir_before, ir_after)
-            _stage(opts, "build" + (f" (partition {index})" if index else ""))
-            build_start = time.perf_counter()
-            kernel = backend.build(program, build_opts)
-            partitions_report.append({
-                "decisions": module_decisions(program.module),
-                "optimized_ir": ir_after,  # for the HTML report (compiler/report); not in --json
-                "num_ops": _count_ops(program),
-                "num_kernels": kernel.num_kernels,
-                "build_s": time.perf_counter() - build_start,
-                "cache_hit": kernel.cache_hit,
-                "tuned_kernels": len(getattr(kernel, "tuned", {})),
-                "tuning_hits": getattr(kernel, "tuning_hits", 0),
-                "artifacts": {k: str(v) for k, v in kernel.artifacts.items()},
-                # quantized weight -> where the backend decodes it (fused into a matmul, ...)
-                "quant_paths": dict(getattr(kernel, "quant_paths", {})),
-                # linear weight -> packed TIR kernel or library GEMM, and why (TVM)
-                "dense_paths": dict(getattr(kernel, "dense_paths", {})),
-                "pool_threads": dict(getattr(kernel, "pool_threads", {})),
-            })
+            # compiler/compile_cache.py: keyed by the captured IR; a hit skips passes and lowering
+            cached = cache.lookup(ir_before, program.params)
+            if cached is not None:
+                kernel, part_report = cached
+                partitions_report.append(part_report)
+            else:
+                _stage(opts, "passes" + (f" (partition {index})" if index else ""))
+                dump = _dumper(opts, index) if opts.dump_ir and opts.out_dir else None
+                timings, quant = _run_passes(program, pipeline, opts, dump, conversion.inputs, input_nodes, graph, example_inputs)
+                for t in timings:
+                    pass_times[t.name] = pass_times.get(t.name, 0.0) + t.seconds
+                ir_after = print_module(program.module)
+                _write_ir(opts.out_dir, index, ir_before, ir_after)
+                _stage(opts, "build" + (f" (partition {index})" if index else ""))
+                build_start = time.perf_counter()
+                kernel = backend.build(program, cache.build_opts)
+                partitions_report.append({
+                    "decisions": module_decisions(program.module),
+                    "optimized_ir": ir_after,  # for the HTML report (compiler/report); not in --json
+                    "num_ops": _count_ops(program),
+                    "num_kernels": kernel.num_kernels,
+                    "build_s": time.perf_counter() - build_start,
+                    "cache_hit": kernel.cache_hit,
+                    "tuned_kernels": len(getattr(kernel, "tuned", {})),
+                    "tuning_hits": getattr(kernel, "tuning_hits", 0),
+                    "artifacts": {k: str(v) for k, v in kernel.artifacts.items()},
+                    # quantized weight -> where the backend decodes it (fused into a matmul, ...)
+                    "quant_paths": dict(getattr(kernel, "quant_paths", {})),
+                    # linear weight -> packed TIR kernel or library GEMM, and why (TVM)
+                    "dense_paths": dict(getattr(kernel, "dense_paths", {})),
+                    "pool_threads": dict(getattr(kernel, "pool_threads", {})),
+                })
+                cache.store(kernel, partitions_report[-1])
             steps.append(Step(kernel, conversion.inputs, conversion.outputs))
             step_log.append(partition_step(index))
         for node in eager_by_level.get(level, []):
@@ -160,6 +169,7 @@ def compile_graph(
         "pool_threads": next((p["pool_threads"] for p in partitions_report if p["pool_threads"]), {}),
         "notes": graph.notes,
         "steps": step_log,  # partitions and eager fallback nodes in execution order
+        "compile_cache": cache.summary(),  # the pre-pipeline cache (compiler/compile_cache.py)
     }
     if build_opts.kernel_configs is not None:
         build_opts.kernel_configs.close()

@@ -52,6 +52,11 @@ class TVMKernel:
     # Outputs that would be one storage on every call (constants, inputs passed through):
     # cloned per call, as eager returns fresh tensors (`backends/fresh_outputs.py`).
     shared_outputs: tuple[int, ...] = ()
+    # How the executable's trailing parameters come from the model's (`Lowered.param_names`
+    # and `.derived`), and where the artifact lies: what `compiler/compile_cache.py` stores
+    # so that a later compile of the same captured IR binds that model's weights (reload.py).
+    binding: object = None
+    artifact_path: Path | None = None
 
     @property
     def param_bytes(self) -> int:
@@ -171,7 +176,7 @@ class TVMBackend:
             vm["main"], params, num_kernels, hit, artifacts, lowered.reference_ops, tuned, hits,
             lowered.quant_paths, lowered.dense_paths,
             {"tvm": pool.num_threads, "torch": pool.torch_threads or pool.num_threads},
-            shared_output_positions(program),
+            shared_output_positions(program), (lowered.param_names, lowered.derived), path,
         )
 
 
