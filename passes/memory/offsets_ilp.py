@@ -68,15 +68,18 @@ def plan_offsets(
     start[arena_var] = float(upper)
     solution = solve(program, time_limit=time_limit, initial=start)
     counts = dict(variables=program.num_vars, pairs=len(pairs))
+
+    def fallback(note: str) -> OffsetPlan:
+        return OffsetPlan(greedy, upper, upper, lower, "fallback", lower, _gap(upper, lower),
+                          solution.seconds, note=note, **counts)
+
     if not solution.has_solution:
-        return OffsetPlan(greedy, upper, upper, lower, "fallback", lower, _gap(upper, lower), solution.seconds,
-                          note=f"solver status {solution.status} with no solution; using best-fit", **counts)
+        return fallback(f"solver status {solution.status} with no solution; using best-fit")
     offsets = [round(solution.values[offset_var[b.index]]) for b in buffers]
     try:
         check_plan(buffers, offsets)
     except PlanError as err:
-        return OffsetPlan(greedy, upper, upper, lower, "fallback", lower, _gap(upper, lower), solution.seconds,
-                          note=f"solver plan failed the check ({err}); using best-fit", **counts)
+        return fallback(f"solver plan failed the check ({err}); using best-fit")
     arena = arena_size(buffers, offsets)
     if arena > upper:  # cannot happen with the warm start, but never hand back worse than best-fit
         offsets, arena = greedy, upper

@@ -23,7 +23,16 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from xdsl.context import Context
-from xdsl.dialects.builtin import DenseArrayBase, DictionaryAttr, FloatAttr, IntegerAttr, ModuleOp, StringAttr, f64, i64
+from xdsl.dialects.builtin import (
+    DenseArrayBase,
+    DictionaryAttr,
+    FloatAttr,
+    IntegerAttr,
+    ModuleOp,
+    StringAttr,
+    f64,
+    i64,
+)
 from xdsl.passes import ModulePass
 
 from ir.program import entry_function
@@ -55,11 +64,17 @@ class MapMemoryPass(ModulePass):
 
     def __post_init__(self) -> None:
         if self.solver not in SOLVERS:
-            raise MemoryOptionError(f"map-memory: unknown solver {self.solver!r}; use one of {', '.join(SOLVERS)}")
+            raise MemoryOptionError(
+                f"map-memory: unknown solver {self.solver!r}; use one of {', '.join(SOLVERS)}"
+            )
         if self.time_limit <= 0:
-            raise MemoryOptionError(f"map-memory: time-limit must be > 0 seconds, got {self.time_limit}")
+            raise MemoryOptionError(
+                f"map-memory: time-limit must be > 0 seconds, got {self.time_limit}"
+            )
         if self.tiers not in TIER_KINDS:
-            raise MemoryOptionError(f"map-memory: unknown tiers {self.tiers!r}; use one of {', '.join(TIER_KINDS)}")
+            raise MemoryOptionError(
+                f"map-memory: unknown tiers {self.tiers!r}; use one of {', '.join(TIER_KINDS)}"
+            )
         if self.budget < 0:
             raise MemoryOptionError(f"map-memory: budget must be >= 0 bytes, got {self.budget}")
         check_part(self.tiers, self.part)
@@ -77,7 +92,9 @@ def map_memory(module: ModuleOp, options: MapMemoryPass) -> dict[str, float | in
     summary: dict[str, float | int | str] = {"solver": options.solver}
     if options.reorder:
         steps, peak, before = better_order(fn, steps)
-        summary.update(reorder_peak_before_bytes=before * ALIGN, reorder_peak_after_bytes=peak * ALIGN)
+        summary.update(
+            reorder_peak_before_bytes=before * ALIGN, reorder_peak_after_bytes=peak * ALIGN
+        )
     apply_order(fn, steps)
     life = lifetimes(fn, steps)
     plan = plan_offsets(life.buffers, options.solver, options.time_limit)
@@ -119,7 +136,9 @@ def _describe(life: Lifetimes, plan: OffsetPlan) -> dict[str, float | int | str]
     return out
 
 
-def _tiers(life: Lifetimes, plan: OffsetPlan, options: MapMemoryPass) -> tuple[TierPlan, dict[object, str]]:
+def _tiers(
+    life: Lifetimes, plan: OffsetPlan, options: MapMemoryPass
+) -> tuple[TierPlan, dict[object, str]]:
     arena_bytes = plan.arena * ALIGN
     tiers = tiers_for(options.tiers, options.part, options.budget, arena_bytes)
     last = max(life.num_steps - 1, 0)
@@ -166,7 +185,8 @@ def _write(life: Lifetimes, plan: OffsetPlan, tier_of: dict[object, str]) -> Non
             if not any(r in offset_of for r in op.results):
                 op.attributes.pop("memory", None)
                 continue
-            entry = {"offset": DenseArrayBase.from_list(i64, [offset_of.get(r, -1) for r in op.results])}
+            offsets = [offset_of.get(r, -1) for r in op.results]
+            entry = {"offset": DenseArrayBase.from_list(i64, offsets)}
             tiers = [tier_of[r] for r in op.results if r in tier_of]
             if tiers:
                 entry["tier"] = StringAttr(tiers[0])
