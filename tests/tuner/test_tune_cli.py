@@ -32,7 +32,9 @@ def test_tune_then_compile_reads_the_winners_and_measures_nothing(tmp_path):
     assert [row["status"] for row in report["kernels"]] in (
         ["tuned"], ["defaults best"], ["rejected by model check"])
     assert report["cache"] == "local" and report["failed"] == 0
-    assert "cost model" in tuned.stderr or "cost_model" in report  # trained (one kernel: no held-out)
+    # trained (one kernel: no held-out), or said why not: a kernel timed within the
+    # library call's noise has no label (compiler/tuner/worker.py)
+    assert "cost model" in tuned.stderr or report.get("cost_model")
     records = tmp_path / "kiln" / "tuning" / "records.jsonl"
     measured = records.read_text().count("\n")
     assert measured >= 3
