@@ -240,10 +240,33 @@ def _cumsum(lw: Lowering, x, dim, *, dtype=None):
     return permute(lw, summed, back) if dim != last else summed
 
 
+@converts(aten.floor_divide.default, aten.floor_divide.Scalar)
+def _floor_divide(lw: Lowering, a, b):
+    """Integer `a // b` (MoE routing: `sorted_index // top_k`): truncated float64 quotient,
+    minus one where the signs differ and it is inexact. Exact for |a| < 2**53."""
+    out = lw.meta().dtype
+    if out.is_floating_point or out == torch.bool:
+        raise lw.unsupported(f"floor_divide on {out} (only integers are lowered)")
+    va = lw.value(a) if isinstance(a, torch.fx.Node) else None
+    vb = lw.value(b, like=va)
+    va = va if va is not None else lw.value(a, like=vb)
+    va, vb = cast(lw, va, out), cast(lw, vb, out)
+    fa, fb = cast(lw, va, torch.float64), cast(lw, vb, torch.float64)
+    quotient = cast(lw, binary(lw, "div", fa, fb), out)
+    zero = const(lw, torch.tensor(0, dtype=out))
+    inexact = lw.emit(COMPARE_OPS["ne"].make(binary(lw, "mul", quotient, vb), va))
+    # signs differ: a * b < 0 in float64 (no overflow; `ne` on booleans miscompiles in TVM)
+    signs = lw.emit(COMPARE_OPS["lt"].make(binary(lw, "mul", fa, fb), const(lw, torch.tensor(0.0, dtype=torch.float64))))
+    fix = lw.emit(WhereOp.make(binary(lw, "logical_and", inexact, signs), const(lw, torch.tensor(1, dtype=out)), zero))
+    return binary(lw, "sub", quotient, fix)
+
+
 def _arg_reduce(kind: str):
     def convert(lw: Lowering, x, dim=None, keepdim=False):
         """First index of the max (min): `min(where(x == max(x), arange, n))` along dim."""
         vx = lw.value(x)
+        if dtypes.dtype_of(vx.type) == torch.bool:  # TVM miscompiles == on booleans (fcmp on i1)
+            raise lw.unsupported(f"arg{kind} of a boolean tensor")
         if dim is None:
             vx, dim = reshape(lw, vx, (numel(shape(vx)),)), 0
         size = shape(vx)
