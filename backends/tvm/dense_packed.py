@@ -129,9 +129,9 @@ def pack_weight(w: torch.Tensor, nb: int) -> torch.Tensor:
     """[N, K] -> [ceil(N/nb), K, nb], zero-padded: block j holds rows j*nb .. j*nb+nb-1."""
     n, k = w.shape
     blocks = math.ceil(n / nb)
-    padded = torch.zeros(blocks * nb, k, dtype=w.dtype)
-    padded[:n] = w
-    return padded.view(blocks, nb, k).transpose(1, 2).contiguous()
+    if blocks * nb != n:  # one copy when N is a multiple of nb (the load-time cost of a warm compile)
+        w = torch.nn.functional.pad(w, (0, 0, 0, blocks * nb - n))
+    return w.reshape(blocks, nb, k).transpose(1, 2).contiguous()
 
 
 # ---- the kernel --------------------------------------------------------------------------

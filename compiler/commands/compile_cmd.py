@@ -246,7 +246,8 @@ def print_report(report: dict[str, Any], console: Console | None = None, title: 
         ("ops", report["num_ops"]),
         ("kernels", report["num_kernels"]),
         ("partitions", report["num_partitions"]),
-        ("compile", f"{report['compile_s']:.2f} s" + (" (cache hit)" if report.get("cache_hit") else "")),
+        ("compile", f"{report['compile_s']:.2f} s" + (" (cache hit)" if report.get("cache_hit") else "")
+         + (f", capture {report['capture_s']:.2f} s" if "capture_s" in report else "")),
         *([("startup", f"{report['startup_s']:.2f} s importing torch.export and the backend (once per process)")]
           if "startup_s" in report else []),
         *(latency_rows(report) if "eager_ms" in report else []),
@@ -256,7 +257,8 @@ def print_report(report: dict[str, Any], console: Console | None = None, title: 
         ("fallback ops", ", ".join(f"{f['op']} x{f['count']}" for f in report["fallback_ops"]) or "none"),
         ("threads", pool_text(report.get("pool_threads") or {})),
         ("passes", ", ".join(f"{p['name']} {p['seconds'] * 1e3:.1f} ms" for p in report["passes"])
-         or "no passes (empty pipeline)"),
+         or ("skipped: the compile cache had this captured IR" if (report.get("compile_cache") or {}).get("hits")
+             else "no passes (empty pipeline)")),
     ]
     fusion = report.get("decisions", {}).get("fusion")
     if fusion:
