@@ -39,14 +39,8 @@ def pad_constant(lw: Lowering, vx: SSAValue, pads: list[int], value: float | int
         if lo < 0 or hi < 0:  # a negative pad crops
             n = shape(out)[dim]
             out = _slice_value(lw, out, dim, max(-lo, 0), n - max(-hi, 0), 1)
-        parts = []
-        for amount, is_body in ((lo, False), (0, True), (hi, False)):
-            if is_body:
-                parts.append(out)
-            elif amount > 0:
-                block = list(shape(out))
-                block[dim] = amount
-                parts.append(full(lw, value, tuple(block), dtype))
+        block = lambda amount: full(lw, value, shape(out)[:dim] + (amount,) + shape(out)[dim + 1:], dtype)  # noqa: E731
+        parts = ([block(lo)] if lo > 0 else []) + [out] + ([block(hi)] if hi > 0 else [])
         if len(parts) > 1:
             out = lw.emit(ConcatOp.make(*parts, dim=dim))
     return out
