@@ -22,18 +22,28 @@ class CompiledModule:
         self.report = report
         # (shape, dtype) of every flat input tensor: kernels are shaped for exactly these
         self.signature = signature
+        self._leaf_output = out_spec is not None and out_spec.is_leaf()
+        # A lone TVM kernel records nothing for autograd; a runner with eager steps would
+        self.needs_no_grad = not getattr(run, "autograd_free", False)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # The thin path (a few hundred ns in Python): flat tensors whose (shape, dtype) list
+        # equals the signature in one comparison, no grad-mode switch when already off.
         if kwargs or not all(isinstance(a, torch.Tensor) for a in args):
             args = tuple(pytree.tree_leaves((args, kwargs)) if kwargs else pytree.tree_leaves(args))
-        if self.signature is not None:
-            self._check(args)
-        with torch.no_grad():
+            if self.signature is not None:
+                self._check(args)
+        elif self.signature is not None and [(a.shape, a.dtype) for a in args] != self.signature:
+            self._check(args)  # raises, naming the input
+        if self.needs_no_grad and torch.is_grad_enabled():
+            with torch.no_grad():
+                outs = self._run(*args)
+        else:
             outs = self._run(*args)
+        if self._leaf_output:  # the common case, without pytree's generic walk
+            return outs[0]
         if self._out_spec is None:
             return outs
-        if self._single_output:  # the common case, without pytree's generic walk
-            return outs[0]
         return pytree.tree_unflatten(list(outs), self._out_spec)
 
     def _check(self, args: tuple[Any, ...]) -> None:
@@ -49,10 +59,6 @@ class CompiledModule:
                     f"{tuple(a.shape)} {str(a.dtype).removeprefix('torch.')}: compile_model specializes to the "
                     "example inputs; compile again for this shape, or use torch.compile(model, backend=\"kiln\"), "
                     "which compiles once per shape")
-
-    @property
-    def _single_output(self) -> bool:
-        return self._out_spec is not None and self._out_spec.is_leaf()
 
     def flat(self, *flat_args: torch.Tensor) -> list[Any]:
         """Flat tensors in, flat outputs out: the thinnest call (what torch.compile uses)."""

@@ -27,6 +27,10 @@ class Step:
 
 
 class GraphRunner:
+    """Steps over a flat list of slots: every node gets an index once, at construction, so
+    a call builds no dict, walks no pytree and maps no fx args (the call path's overhead
+    on tiny graphs was mostly that bookkeeping)."""
+
     def __init__(
         self,
         input_nodes: Sequence[torch.fx.Node],
@@ -38,18 +42,61 @@ class GraphRunner:
         self.consts = consts
         self.steps = steps
         self.output_args = output_args
+        slots: dict[torch.fx.Node, int] = {}
+
+        def slot(node: torch.fx.Node) -> int:
+            return slots.setdefault(node, len(slots))
+
+        self._inputs = [slot(n) for n in self.input_nodes]
+        const_slots = [(slot(n), t) for n, t in consts.items()]
+        self._plan: list[tuple[Any, ...]] = []
+        for step in steps:
+            if step.eager:
+                args = torch.fx.node.map_arg(step.inputs, lambda n: _Slot(slot(n)))
+                kwargs = torch.fx.node.map_arg(step.kwargs or {}, lambda n: _Slot(slot(n)))
+                self._plan.append((True, step.fn, _fetcher(args), _fetcher(kwargs), slot(step.outputs[0])))
+            else:
+                ins = [slot(n) for n in step.inputs]
+                self._plan.append((False, step.fn, ins, None, [slot(n) for n in step.outputs]))
+        flat, _ = pytree.tree_flatten(output_args)
+        self._outputs = [(True, slot(n)) if isinstance(n, torch.fx.Node) else (False, n) for n in flat]
+        self._template: list[Any] = [None] * len(slots)
+        for i, t in const_slots:
+            self._template[i] = t
 
     def __call__(self, *args: torch.Tensor) -> list[Any]:
-        env: dict[torch.fx.Node, Any] = dict(self.consts)
-        env.update(zip(self.input_nodes, args))
-        lookup = lambda n: env[n]  # noqa: E731
-        for step in self.steps:
-            if step.eager:
-                values = torch.fx.node.map_arg(step.inputs, lookup)
-                kwargs = torch.fx.node.map_arg(step.kwargs or {}, lookup)
-                env[step.outputs[0]] = step.fn(*values, **kwargs)  # type: ignore[index]
-                continue
-            results = step.fn(*[env[n] for n in step.inputs])
-            env.update(zip(step.outputs, results))
-        flat, _ = pytree.tree_flatten(self.output_args)
-        return [env[n] if isinstance(n, torch.fx.Node) else n for n in flat]
+        env = self._template.copy()
+        for i, a in zip(self._inputs, args):
+            env[i] = a
+        for eager, fn, ins, kw, outs in self._plan:
+            if eager:
+                env[outs] = fn(*ins(env), **kw(env))
+            else:
+                for i, r in zip(outs, fn(*[env[j] for j in ins])):
+                    env[i] = r
+        return [env[v] if is_slot else v for is_slot, v in self._outputs]
+
+
+class _Slot:
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+
+def _fetcher(template: Any) -> Callable[[list[Any]], Any]:
+    """A function of the slot list that rebuilds `template` (an fx args structure with
+    `_Slot`s where nodes were); constants are kept as they are."""
+    if isinstance(template, _Slot):
+        i = template.index
+        return lambda env: env[i]
+    if isinstance(template, tuple | list):
+        parts = [_fetcher(t) for t in template]
+        if all(not isinstance(t, _Slot | tuple | list | dict) for t in template):
+            return lambda env: template
+        kind = type(template)
+        return lambda env: kind(p(env) for p in parts)
+    if isinstance(template, dict):
+        items = [(k, _fetcher(v)) for k, v in template.items()]
+        return lambda env: {k: f(env) for k, f in items}
+    return lambda env: template

@@ -53,8 +53,11 @@ def _compile_static(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], opt
         warnings.warn(f"kiln: running this graph in eager: {err}", stacklevel=2)
         return gm.forward
     run = compiled.flat
+    needs_no_grad = compiled.needs_no_grad
 
     def forward(*args: Any) -> list[Any]:
+        if not needs_no_grad or not torch.is_grad_enabled():  # skip the context manager (~1.5 us)
+            return run(*args)
         with torch.no_grad():
             return run(*args)
 
