@@ -25,6 +25,9 @@ class CompiledModule:
         self._leaf_output = out_spec is not None and out_spec.is_leaf()
         # A lone TVM kernel records nothing for autograd; a runner with eager steps would
         self.needs_no_grad = not getattr(run, "autograd_free", False)
+        # torch.compile path: which of Dynamo's inputs are the user's (the rest, module
+        # state, were bound at compile time); None when every input is the caller's
+        self.input_positions: list[int] | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         # The thin path (a few hundred ns in Python): flat tensors whose (shape, dtype) list

@@ -55,7 +55,10 @@ def compile_fx(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], opts: Co
     """The torch.compile path: Dynamo's graph, params lifted to inputs."""
     start = time.perf_counter()
     graph = from_dynamo(gm, example_inputs)
-    return compile_graph(graph, opts, start, name="dynamo_graph", flat_outputs=True, example_inputs=example_inputs)
+    compiled = compile_graph(graph, opts, start, name="dynamo_graph", flat_outputs=True,
+                             example_inputs=example_inputs)
+    compiled.input_positions = graph.input_positions  # the rest were bound: compiler/state_guard.py
+    return compiled
 
 
 def compile_graph(

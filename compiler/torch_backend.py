@@ -42,16 +42,30 @@ def kiln_backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], option
 
 
 def _compile_static(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], opts):
+    """Compile for these shapes; a call with other module-state tensors (another instance
+    of the same module class, which Dynamo's guards let through) compiles for those."""
+    from compiler.state_guard import StateGuarded, state_positions
+
+    forward, positions = _build(gm, example_inputs, opts)
+    if not positions:
+        return forward
+    guarded = StateGuarded(positions, example_inputs, forward, lambda args: _build(gm, args, opts)[0])
+    guarded.kiln_report = getattr(forward, "kiln_report", None)  # type: ignore[attr-defined]
+    return guarded
+
+
+def _build(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], opts):
     from compiler.capture import CaptureError
     from compiler.driver import compile_fx
+    from compiler.state_guard import state_positions
 
     try:
         compiled = compile_fx(gm, example_inputs, opts)
     except CaptureError as err:
         if opts.strict:
             raise
-        warnings.warn(f"kiln: running this graph in eager: {err}", stacklevel=2)
-        return gm.forward
+        warnings.warn(f"kiln: running this graph in eager: {err}", stacklevel=3)
+        return gm.forward, []
     run = compiled.flat
     needs_no_grad = compiled.needs_no_grad
 
@@ -69,4 +83,4 @@ def _compile_static(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], opt
         ", ".join(f"{f['op']} x{f['count']}" for f in report["fallback_ops"]) or "none",
         extra={"kiln_report": report},
     )
-    return forward
+    return forward, state_positions(example_inputs, compiled.input_positions)
