@@ -210,9 +210,16 @@ def flop_shares(plan) -> dict[str, Any]:
     from compiler.capture.flops import node_flops
 
     total = node_flops(plan.compute)
-    fallback = node_flops(plan.eager_nodes()) if plan.failures else 0
+    eager = plan.eager_nodes()
+    fallback = node_flops(eager) if plan.failures else 0
     share = 1.0 - fallback / total if total else (1.0 if not plan.failures else None)
-    return {"flops_total": total, "flops_fallback": fallback, "kiln_flop_share": share}
+    # torch counts FLOPs of aten contractions only: an op from another library (HF's
+    # grouped expert matmul) would count as free, so the share is unknown, not 100%
+    foreign = sorted({str(n.target) for n in eager if not str(n.target).startswith(("aten.", "<built-in"))})
+    if foreign:
+        share = None
+    return {"flops_total": total, "flops_fallback": fallback, "kiln_flop_share": share,
+            "flops_uncounted_ops": foreign}
 
 
 def tuned_configs(opts: CompileOptions):

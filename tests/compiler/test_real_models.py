@@ -17,10 +17,7 @@ SMOKE = [m.name for m in SUITE if m.smoke]
 
 # model -> aten ops that may still run in eager (no lowering yet); anything else fails
 ALLOWED_FALLBACK = {
-    "bert": {"aten.__and__.Tensor", "aten.index.Tensor", "aten.to.device"},
-    "distilbert": {"aten.__and__.Tensor", "aten.index.Tensor", "aten.to.device"},
     "mixtral": None,  # routing bookkeeping (cumsum, index_add, nonzero...): any
-    "mobilenet-v2": {"aten.pad.default"},
     "unlowerable-op": {"aten.grid_sampler"},
 }
 
