@@ -135,8 +135,10 @@ def pack_weight(w: torch.Tensor, nb: int) -> torch.Tensor:
     if w.dtype == torch.float32 and w.device.type == "cpu":
         # numpy's copy is serial: torch's parallel strided copy took 10x longer (220 vs 20 ms
         # for gpt's weights) on a loaded 2-core host, its OpenMP workers waiting on each other.
-        blocked = w.detach().reshape(blocks, nb, k).numpy().transpose(0, 2, 1)
-        return torch.from_numpy(np.ascontiguousarray(blocked))
+        # The buffer is torch's (64-byte aligned, as TVM's kernels assume; numpy's is not).
+        packed = torch.empty(blocks, k, nb, dtype=w.dtype)
+        np.copyto(packed.numpy(), w.detach().reshape(blocks, nb, k).numpy().transpose(0, 2, 1))
+        return packed
     return w.reshape(blocks, nb, k).transpose(1, 2).contiguous()
 
 
