@@ -237,6 +237,7 @@ def _select_inputs(run, positions: list[int]):
     def call(*args: Any) -> list[Any]:
         return run(*[args[i] for i in positions])
 
+    call.autograd_free = getattr(run, "autograd_free", False)  # type: ignore[attr-defined]
     return call
 
 
