@@ -210,7 +210,8 @@ def calibrate(
     if comm:
         from compiler.distributed.calibrate_comm import calibrate_comm
 
-        link, samples = calibrate_comm(nproc)
+        with err_console.status(f"measuring gloo all_reduce on {nproc} loopback ranks"):
+            link, samples = calibrate_comm(nproc)
         sizes = ", ".join(f"{n / 1024:.0f} KiB {t * 1e3:.2f} ms" for n, t in samples)
         typer.echo(f"gloo all_reduce on {nproc} ranks: {sizes}; alpha {link.alpha_s * 1e6:.1f} us, "
                    f"bandwidth {link.bandwidth / 1e9:.2f} GB/s")
@@ -218,7 +219,8 @@ def calibrate(
     from cost_models.calibrate import calibrate as run_calibration
     from cost_models.hardware import calibration_path
 
-    hw = run_calibration(threads)
+    with err_console.status(f"measuring GEMM FLOP/s, memory bandwidth and call overhead on {threads} threads"):
+        hw = run_calibration(threads)
     typer.echo(
         f"fp32 GEMM {hw.flops() / 1e9:.0f} GFLOP/s, bandwidth {hw.mem_bandwidth / 1e9:.1f} GB/s, "
         f"call overhead {hw.launch_overhead_s * 1e6:.1f} us ({threads} threads); saved to {calibration_path()}"

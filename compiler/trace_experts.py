@@ -11,7 +11,7 @@ same code.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -89,8 +89,10 @@ def sample_inputs(inputs: Sequence[Any], samples: int, seed: int = 0) -> list[tu
     return out
 
 
-def trace_model(model: torch.nn.Module, calls: Sequence[Sequence[Any]], name: str = "") -> ExpertTrace:
-    """Run every input tuple in `calls` and return the routing trace (one-line errors)."""
+def trace_model(model: torch.nn.Module, calls: Sequence[Sequence[Any]], name: str = "",
+                on_call: Callable[[int], None] | None = None) -> ExpertTrace:
+    """Run every input tuple in `calls` and return the routing trace (one-line errors);
+    `on_call(i)` after each (a progress bar)."""
     if not calls:
         raise ExpertsError("trace-experts: no calibration inputs (need --samples >= 1 or a non-empty --data)")
     model = model.eval()
@@ -110,5 +112,7 @@ def trace_model(model: torch.nn.Module, calls: Sequence[Sequence[Any]], name: st
         shape = this
         routing.append(np.stack([idx.numpy() for idx, _ in recorded]))
         weights.append(np.stack([w.numpy().astype(np.float64) for _, w in recorded]))
+        if on_call is not None:
+            on_call(i)
     layers, experts, k = shape  # type: ignore[misc]
     return ExpertTrace(layers, experts, k, routing, "recorded", name, None, {"calls": len(calls)}, weights)

@@ -43,8 +43,15 @@ def run_trace(model_spec: str, samples: int, data: str | None, out: str, seed: i
     except ModelSpecError as err:
         fail(str(err))
     calls = _load_data(data) if data else sample_inputs(inputs, samples, seed)
+    from rich.console import Console
+    from rich.progress import Progress
+
+    console = Console(stderr=True)
     try:
-        trace = trace_model(model, calls, model_spec)
+        # a bar on a terminal only: pipes and CI logs get the one result line
+        with Progress(console=console, transient=True, disable=not console.is_terminal) as bar:
+            task = bar.add_task(f"tracing {name}", total=len(calls))
+            trace = trace_model(model, calls, model_spec, on_call=lambda _: bar.advance(task))
     except ExpertsError as err:
         fail(str(err))
     except Exception as err:  # the user's model failed on these inputs
