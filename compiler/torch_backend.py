@@ -44,7 +44,7 @@ def kiln_backend(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], option
 def _compile_static(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], opts):
     """Compile for these shapes; a call with other module-state tensors (another instance
     of the same module class, which Dynamo's guards let through) compiles for those."""
-    from compiler.state_guard import StateGuarded, state_positions
+    from compiler.state_guard import StateGuarded
 
     forward, positions = _build(gm, example_inputs, opts)
     if not positions:

@@ -108,18 +108,9 @@ class TVMBackend:
         from backends.tvm.knobs import schedule_options
         from backends.tvm.lower import lower_program
         from backends.tvm.reference import register_reference
-        from backends.tvm.target import (
-            ThreadConfig,
-            configure_threads,
-            cpu_target,
-            default_thread_config,
-        )
+        from backends.tvm.target import cpu_target, pools_for
 
-        threads = options.num_threads or 2
-        # Threads the code is built for; the pools are sized once per process, by the user's
-        # choice or by the rule that keeps TVM's and torch's workers from fighting.
-        pool = configure_threads(ThreadConfig(num_threads=threads) if options.num_threads
-                                 else default_thread_config(threads))
+        threads, pool = pools_for(options.num_threads)
         library.register_library()
         target = cpu_target()
         tuned, hits = tuned_configs(program, options, str(target), threads)

@@ -36,16 +36,9 @@ def build_context(options: BuildOptions) -> str:
     the thread pools in force (they decide packed vs library linears), codegen version."""
     from importlib.metadata import version
 
-    from backends.tvm.target import (
-        ThreadConfig,
-        configure_threads,
-        cpu_target,
-        default_thread_config,
-    )
+    from backends.tvm.target import cpu_target, pools_for
 
-    threads = options.num_threads or 2
-    pool = configure_threads(ThreadConfig(num_threads=threads) if options.num_threads
-                             else default_thread_config(threads))
+    threads, pool = pools_for(options.num_threads)
     return "|".join([str(cpu_target()), f"{threads}:{pool.num_threads}:{pool.torch_threads}",
                      CODEGEN_VERSION, version("apache-tvm")])
 
@@ -60,14 +53,12 @@ def reload_kernel(entry: dict[str, Any], binding: bytes, params: dict[str, torch
 
     from backends.tvm import library
     from backends.tvm.reference import register_reference
-    from backends.tvm.target import ThreadConfig, configure_threads, default_thread_config
+    from backends.tvm.target import pools_for
 
     path = Path(entry["artifact"])
     if not path.exists():
         return None
-    threads = options.num_threads or 2
-    pool = configure_threads(ThreadConfig(num_threads=threads) if options.num_threads
-                             else default_thread_config(threads))
+    _, pool = pools_for(options.num_threads)
     library.register_library()
     if entry["reference_ops"]:  # kernels that call back into Python: register them again
         from ir import Program, parse_module

@@ -173,3 +173,13 @@ def configure_threads(config: ThreadConfig | None = None) -> ThreadConfig:
 def tvm_num_threads() -> int:
     """The size of TVM's pool for this thread (creates the pool if it does not exist)."""
     return int(tvm.get_global_func("runtime.NumThreads")())
+
+
+def pools_for(num_threads: int | None) -> tuple[int, ThreadConfig]:
+    """Threads the code is built for and the pools in force: the user's choice, or the rule
+    that keeps TVM's and torch's workers from fighting (`default_thread_config`). Pools
+    are sized once per process; the build and the compile cache's key both ask here."""
+    threads = num_threads or 2
+    pool = configure_threads(ThreadConfig(num_threads=threads) if num_threads
+                             else default_thread_config(threads))
+    return threads, pool

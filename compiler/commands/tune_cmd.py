@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from compiler.cli import fail, warn
+from compiler.cli import fail
 
 
 def run_tune(
