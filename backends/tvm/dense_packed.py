@@ -55,10 +55,7 @@ class DenseOptions:
 
     policy: str = "auto"
     min_lanes: int = 8  # auto: AVX2 (8 floats per vector) or wider
-    max_rows: int = 4096  # auto, Zen 5 (AVX-512; BLAS runs its AVX2 code there): rows at most
-    # auto, other AMD with AVX-512 (Zen 4, measured 2026-12-04, 2 threads: packed over torch's
-    # GEMM 1.43-1.70x at 8 rows, 0.85-1.12x at 32, 0.67-1.32x from 64 up): rows at most
-    max_rows_zen4: int = 16
+    max_rows: int = 4096  # auto, AMD with AVX-512 (BLAS runs its AVX2 code there): rows at most
     max_rows_avx2: int = 128  # auto, AMD with AVX2 only (measured on Zen 1): rows at most
     max_rows_other: int = 32  # auto, other CPUs (unmeasured): the weight-bound regime
     max_weight_bytes: int = 256 << 20  # auto: packed weight at most this big
@@ -104,10 +101,9 @@ def tiled_length(lead: tuple[int, ...]) -> int:
 def use_packed(
     m: int, k: int, n: int, options: DenseOptions, lanes: int = 16, cpu: str = "znver5"
 ) -> bool:
-    """The rule (NOTES.md, "Packed dense"). On Zen 5 (`cpu` is LLVM's name), where torch's
-    BLAS runs AVX2 code, the kernel won every measured shape, so every linear within the
-    measured envelope (`max_rows`, `max_weight_bytes`) takes it; on Zen 4 (AVX-512 too) it
-    wins only for few rows (`max_rows_zen4`).
+    """The rule (NOTES.md, "Packed dense"). On AMD with AVX-512 (`cpu` is LLVM's name,
+    `znver*`), where torch's BLAS runs AVX2 code, the kernel won every measured shape, so
+    every linear within the measured envelope (`max_rows`, `max_weight_bytes`) takes it.
     On AMD with AVX2 only (Zen 1 measured) it wins up to 128 rows and loses from 512
     (`max_rows_avx2`). On other CPUs BLAS has kernels tuned for them: only few rows
     (`max_rows_other`), where a linear is bound by reading W and the packed layout plus
@@ -119,8 +115,7 @@ def use_packed(
     if not cpu.startswith("znver"):
         rows = options.max_rows_other
     else:
-        wide = options.max_rows if cpu == "znver5" else options.max_rows_zen4
-        rows = wide if lanes >= 16 else options.max_rows_avx2
+        rows = options.max_rows if lanes >= 16 else options.max_rows_avx2
     if options.threads < options.library_threads and lanes < 16:
         # A serial kernel against torch's GEMM on all cores (`default_thread_config`): on
         # AVX2 only the weight-bound few rows still win (Zen 1, one benchmark run: mlp's 8-row
