@@ -165,8 +165,9 @@ def _classify_error(err: Exception) -> str:
 
 
 def _one_line(err: Exception) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0] if text else ''}"[:300]
+    from compiler.capture.errors import first_line
+
+    return f"{type(err).__name__}: {first_line(err)}"[:300]
 
 
 # --- tables ------------------------------------------------------------------------------

@@ -308,3 +308,7 @@ def __getattr__(name: str) -> Callable[[], Example]:
     if key in BY_NAME:
         return lambda: build(key)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *(m.name.replace("-", "_") for m in SUITE)])

@@ -34,7 +34,8 @@ def load_model(spec: str) -> tuple[torch.nn.Module, tuple[Any, ...], str]:
         raise ModelSpecError(f"importing {path_text} failed: {type(err).__name__}: {err}") from err
     factory = getattr(module, factory_name, None)
     if not callable(factory):
-        known = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
+        # dir(), not vars(): a module may offer factories through __getattr__/__dir__
+        known = sorted(n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n, None)))
         raise ModelSpecError(
             f"{path_text} has no factory {factory_name!r}; callables there: {', '.join(known) or 'none'}"
         )

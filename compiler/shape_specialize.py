@@ -78,8 +78,10 @@ class ShapeSpecializing:
         try:
             inner = self.compile_fn(specialized, tensors)
         except Exception as err:  # torch.compile must never break the model
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            warnings.warn(f"kiln: running this graph in eager for input shapes {key}: {first}", stacklevel=3)
+            from compiler.capture.errors import first_line
+
+            warnings.warn(f"kiln: running this graph in eager for input shapes {key}: {first_line(err)}",
+                          stacklevel=3)
             inner = specialized.forward
         report = getattr(inner, "kiln_report", None)
         if report is not None:

@@ -31,19 +31,21 @@ class StateGuarded:
         self.positions = list(positions)
         self.compile_fn = compile_fn
         self.max_sets = max_sets
-        bound = [example_inputs[i] for i in self.positions]
-        self.bound = bound
+        self.bound = [example_inputs[i] for i in self.positions]
+        # the state arguments of a call, picked in C (a list comprehension over 150 params
+        # cost more than the identity check itself)
+        pick = operator.itemgetter(*self.positions)
+        self.pick = pick if len(self.positions) > 1 else (lambda args: (pick(args),))
         self.first = first
         self.others: OrderedDict[tuple[int, ...], tuple[list[Any], Callable]] = OrderedDict()
 
     def __call__(self, *args: Any) -> Any:
-        positions = self.positions
-        if all(map(operator.is_, [args[i] for i in positions], self.bound)):
+        if all(map(operator.is_, self.pick(args), self.bound)):
             return self.first(*args)
         return self._other(args)(*args)
 
     def _other(self, args: Sequence[Any]) -> Callable:
-        state = [args[i] for i in self.positions]
+        state = list(self.pick(args))
         key = tuple(id(t) for t in state)
         hit = self.others.get(key)
         if hit is not None and all(map(operator.is_, state, hit[0])):

@@ -37,6 +37,7 @@ from backends.triton.dequant import unsupported_reason
 from backends.triton.lowering import POINTWISE_OPS
 from ir import dtypes
 from ir.program import kiln_ops
+from ir.steps import step_deps
 
 SOURCE_OPS = frozenset({"kiln.param", "kiln.constant"})
 REDUCTION_OPS = frozenset(
@@ -111,8 +112,7 @@ def read_groups(fn: func.FuncOp) -> list[Group]:
         gid = group_id(op)
         by_id.setdefault(("g", gid) if gid is not None else ("op", position[op]), []).append(op)
     members = list(by_id.values())
-    owner = {op: k for k, group_ops in enumerate(members) for op in group_ops}
-    order = _topological(members, owner, position)
+    order = _topological(members, position)
     groups = []
     for k in order:
         gid = group_id(members[k][0])
@@ -151,8 +151,7 @@ def split(group: Group, fn: func.FuncOp) -> list[Group]:
     if bad and len(bad) < len(group.ops):
         parts = [[op] for op in bad] + _convex_components(group.ops, bad)
     position = {op: i for i, op in enumerate(group.ops)}
-    owner = {op: k for k, part in enumerate(parts) for op in part}
-    order = _topological(parts, owner, position)
+    order = _topological(parts, position)
     return [make_group(f"{group.name}_{k}", parts[j], fn) for k, j in enumerate(order)]
 
 
@@ -208,17 +207,9 @@ def _used_outside(value: SSAValue, ops: list[Operation]) -> bool:
     return any(use.operation not in ops for use in value.uses)
 
 
-def _topological(
-    members: list[list[Operation]], owner: dict[Operation, int], position: dict
-) -> list[int]:
+def _topological(members: list[list[Operation]], position: dict) -> list[int]:
     """Kahn's algorithm, earliest first op first; a cycle means the grouping is not convex."""
-    deps: list[set[int]] = [set() for _ in members]
-    for k, group_ops in enumerate(members):
-        for op in group_ops:
-            for v in op.operands:
-                producer = v.owner
-                if isinstance(producer, Operation) and producer in owner and owner[producer] != k:
-                    deps[k].add(owner[producer])
+    deps = step_deps(members)
     users: list[set[int]] = [set() for _ in members]
     for k, ds in enumerate(deps):
         for d in ds:

@@ -19,6 +19,7 @@ from xdsl.ir import Block, Operation, SSAValue
 
 from ir.core import KilnOp
 from ir.ops.sources import ConstantOp, ParamOp
+from ir.steps import run_order
 
 
 def plan_steps(block: Block) -> list[list[KilnOp]]:
@@ -30,25 +31,8 @@ def plan_steps(block: Block) -> list[list[KilnOp]]:
         group = op.attributes.get("group")
         key = ("g", group.value.data) if group is not None else ("op", id(op))
         steps.setdefault(key, []).append(op)
-    step_of = {op: key for key, ops in steps.items() for op in ops}
-    deps: dict[object, set[object]] = {key: set() for key in steps}
-    for key, ops in steps.items():
-        for op in ops:
-            for operand in op.operands:
-                owner = operand.owner
-                if isinstance(owner, Operation) and owner in step_of and step_of[owner] != key:
-                    deps[key].add(step_of[owner])
-    order: list[list[KilnOp]] = []
-    done: set[object] = set()
-    pending = list(steps)  # program order of each step's first op: a good tie-breaker
-    while pending:
-        ready = next((k for k in pending if deps[k] <= done), None)
-        if ready is None:
-            raise ValueError("fusion groups form a cycle; the fuse pass must produce convex groups")
-        pending.remove(ready)
-        done.add(ready)
-        order.append(steps[ready])
-    return order
+    groups = list(steps.values())  # program order of each step's first op: the tie-breaker
+    return [groups[k] for k in run_order(groups)]
 
 
 def emit_group(bb: relax.BlockBuilder, ops: list[KilnOp], env: dict[SSAValue, Any], derived, reference_ops) -> None:

@@ -13,3 +13,9 @@ class Unsupported(Exception):
 
 class StrictCaptureError(RuntimeError):
     """Raised with --strict when any node would fall back to eager."""
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message (torch.export's run to pages), or its type."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -16,6 +16,7 @@ import torch
 import torch.fx
 from torch.export.graph_signature import InputKind, OutputKind
 
+from compiler.capture.errors import first_line
 from compiler.capture.fastpath import decompose_fast_paths
 from compiler.capture.functionalize import functionalize
 
@@ -45,7 +46,7 @@ def from_model(model: torch.nn.Module, example_inputs: Sequence[Any]) -> AtenGra
     try:
         ep = torch.export.export(model, tuple(example_inputs), strict=False)
     except Exception as err:  # export's errors are long; keep the first line
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         raise CaptureError(f"torch.export failed on {type(model).__name__}: {first}") from err
     graph = _from_exported(ep)
     _check_no_state_writes(graph)
@@ -91,7 +92,7 @@ def from_dynamo(gm: torch.fx.GraphModule, example_inputs: Sequence[Any]) -> Aten
     try:
         ep = torch.export.export(gm, tuple(example_inputs), strict=False)
     except Exception as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err)
         raise CaptureError(f"re-tracing the Dynamo graph with torch.export failed: {first}") from err
     graph = _from_exported(ep)
     bound = [_is_module_state(node, x) for node, x in zip(_placeholders(gm), example_inputs)]

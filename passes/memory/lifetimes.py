@@ -26,6 +26,7 @@ from xdsl.ir import Operation, SSAValue
 
 from ir import dtypes
 from ir.core import Elementwise
+from ir.steps import StepCycleError, run_order
 
 ALIGN = 64  # bytes; one cache line, the widest SIMD load
 SOURCE_OPS = ("kiln.param", "kiln.constant")
@@ -116,26 +117,11 @@ def execution_steps(fn: func.FuncOp) -> list[list[Operation]]:
     members: dict[tuple[str, int], list[Operation]] = {}
     for i, op in enumerate(ops):
         members.setdefault(group_key(op, i), []).append(op)
-    keys = list(members)  # program order of each step's first op
-    owner = {op: k for k, key in enumerate(keys) for op in members[key]}
-    deps = [set() for _ in keys]
-    for k, key in enumerate(keys):
-        for op in members[key]:
-            for v in op.operands:
-                src = v.owner
-                if isinstance(src, Operation) and src in owner and owner[src] != k:
-                    deps[k].add(owner[src])
-    order: list[int] = []
-    done: set[int] = set()
-    pending = list(range(len(keys)))
-    while pending:
-        k = next((k for k in pending if deps[k] <= done), None)
-        if k is None:
-            raise ValueError("map-memory: fusion groups form a cycle; groups must be convex")
-        pending.remove(k)
-        done.add(k)
-        order.append(k)
-    return [members[keys[k]] for k in order]
+    groups = list(members.values())  # program order of each step's first op
+    try:  # the TVM backend's order (`backends/tvm/groups.plan_steps` asks the same function)
+        return [groups[k] for k in run_order(groups)]
+    except StepCycleError as err:
+        raise ValueError(f"map-memory: {err}") from None
 
 
 def lifetimes(fn: func.FuncOp, steps: list[list[Operation]] | None = None) -> Lifetimes:

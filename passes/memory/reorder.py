@@ -14,6 +14,7 @@ from __future__ import annotations
 from xdsl.dialects import func
 from xdsl.ir import Operation
 
+from ir.steps import step_deps
 from passes.memory.lifetimes import lifetimes
 
 
@@ -22,13 +23,7 @@ def better_order(fn: func.FuncOp, steps: list[list[Operation]]) -> tuple[list[li
     base = lifetimes(fn, steps)
     base_peak = base.max_live()
     step_of = {op: t for t, ops in enumerate(steps) for op in ops}
-    deps: list[set[int]] = [set() for _ in steps]
-    for t, ops in enumerate(steps):
-        for op in ops:
-            for v in op.operands:
-                src = v.owner
-                if isinstance(src, Operation) and src in step_of and step_of[src] != t:
-                    deps[t].add(step_of[src])
+    deps = step_deps(steps)
     produced = [0] * len(steps)
     consumers: dict[int, set[int]] = {}  # buffer -> steps still to read it
     reads: list[list[int]] = [[] for _ in steps]

@@ -67,3 +67,12 @@ def test_whole_suite(name, door):
     else:  # export can refuse a model (data-dependent control flow); never a crash
         assert cell.status != "mismatch", cell
         assert cell.status != "error", cell
+
+
+def test_suite_entries_are_cli_factories_and_listed_on_a_typo():
+    from compiler.model_loader import ModelSpecError, load_model
+
+    model, inputs, _ = load_model("benchmarks/models.py:distilbert")
+    assert model(*inputs).shape == (2, 16, 64)
+    with pytest.raises(ModelSpecError, match=r"no factory 'distilbrt'.*\bdistilbert\b.*\bgpt_neox\b"):
+        load_model("benchmarks/models.py:distilbrt")
