@@ -47,7 +47,7 @@ class TVMKernel:
     tuned: dict[str, dict] = field(default_factory=dict)  # kernel name -> non-default config
     tuning_hits: int = 0  # TIR kernels that found a tuned record (default or not)
     quant_paths: dict[str, str] = field(default_factory=dict)  # quantized weight -> path
-    dense_paths: dict[str, str] = field(default_factory=dict)  # linear weight -> packed/library
+    dense_paths: dict[str, str] = field(default_factory=dict)  # linear/conv weight -> its kernel path
     # The pools in force, {"tvm": n, "torch": m}: TVM's may be serial (`default_thread_config`).
     pool_threads: dict[str, int] = field(default_factory=dict)
     # Outputs that would be one storage on every call (constants, inputs passed through):
@@ -104,6 +104,7 @@ class TVMBackend:
         from backends.tvm import library
         from backends.tvm.arena import memory_pipeline, record_memory
         from backends.tvm.compile import build_executable
+        from backends.tvm.conv_direct import ConvOptions
         from backends.tvm.dense_packed import DenseOptions
         from backends.tvm.knobs import schedule_options
         from backends.tvm.lower import lower_program
@@ -125,7 +126,10 @@ class TVMBackend:
                              library_threads=pool.torch_threads or pool.num_threads)
         if dense != DenseOptions():
             ir_text += f"\0dense:{dense.policy}:{dense.threads}:{dense.library_threads}"
-        lowered = lower_program(program, dense)
+        # Which convolutions run the direct TIR kernel (`conv_direct.py`): extra["conv"] is
+        # auto, direct or library; the chosen path of each is in `paths` below (the key).
+        conv = ConvOptions(policy=options.extra.get("conv", "auto"), threads=min(threads, pool.num_threads))
+        lowered = lower_program(program, dense, conv)
         params = [t.detach().contiguous() for t in lowered.bind(program.params)]
         # The lowering's decisions that depend on this host (which linears run packed, each
         # quantized weight's path) and the executable's parameter signature are part of the

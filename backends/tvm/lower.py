@@ -26,6 +26,7 @@ from xdsl.dialects import func
 from xdsl.ir import SSAValue
 
 from backends.tvm import library
+from backends.tvm.conv_direct import ConvOptions, ConvPlan
 from backends.tvm.dense_packed import DenseOptions, DensePlan
 from backends.tvm.reference import emit_reference
 from ir import dtypes
@@ -349,7 +350,7 @@ def bind_results(bb: relax.BlockBuilder, op: KilnOp, out: Any, env: dict[SSAValu
             env[r] = bb.emit(relax.TupleGetItem(out, i))
 
 
-def lower_program(program: Program, dense: DenseOptions | None = None) -> Lowered:
+def lower_program(program: Program, dense: DenseOptions | None = None, conv: ConvOptions | None = None) -> Lowered:
     """Relax module with `main(*inputs, *params)` returning a tuple of the outputs.
 
     Ops that the fusion pass put in one group (`group` attribute) become one Relax
@@ -372,7 +373,8 @@ def lower_program(program: Program, dense: DenseOptions | None = None) -> Lowere
     derived = Derived()
     quant = QuantLowering(block)
     dense_plan = DensePlan.of(block, dense)  # linears on packed weights; those bind packed only
-    bound = [n for n in param_names if n not in dense_plan.replaced]
+    conv_plan = ConvPlan.of(block, conv)  # convolutions on the direct kernel, same idea
+    bound = [n for n in param_names if n not in dense_plan.replaced | conv_plan.replaced]
     with bb.function("main"):  # parameters are given at the end, once derived ones are known
         with bb.dataflow():
             env: dict[SSAValue, Any] = dict(zip(block.args, inputs))
@@ -384,7 +386,7 @@ def lower_program(program: Program, dense: DenseOptions | None = None) -> Lowere
             for step in plan_steps(block):
                 if quant.emit(bb, step, env):  # packed weights: fused into their matmuls
                     continue
-                if dense_plan.emit(bb, step, env, derived):
+                if dense_plan.emit(bb, step, env, derived) or conv_plan.emit(bb, step, env, derived):
                     continue
                 # A single-op group that becomes TIR is wrapped too, so every scheduled
                 # kernel has a stable name (`kiln_group_<id>`) that tuned configs refer to.
@@ -400,7 +402,7 @@ def lower_program(program: Program, dense: DenseOptions | None = None) -> Lowere
     grouped = any("group" in op.attributes for op in block.ops)
     arena = {env[v].name: o for v, o in planned_offsets(block).items() if isinstance(env.get(v), relax.Var)}
     return Lowered(bb.get(), bound, reference_ops, quant.paths, [(n, fn) for n, fn, _ in derived.items], grouped,
-                   dense_plan.paths, arena)
+                   {**dense_plan.paths, **conv_plan.paths}, arena)
 
 
 def tensor_type(value: SSAValue) -> relax.TensorType:

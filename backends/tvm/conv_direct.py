@@ -1,0 +1,338 @@
+"""Direct convolution: `kiln.conv2d` as a TIR kernel over a weight packed once, at load time.
+
+Why: the library path (`library.py`) runs every convolution as torch's oneDNN call, which
+builds or looks up a primitive on every call: 50-75 us for a depthwise 3x3 on a 16x16 map
+that is ~2 us of arithmetic, and oneDNN allocates its result, so the library path adds a
+copy. On the real-model suite's convnets (MobileNetV2, EfficientNet, ResNet, RegNet,
+ConvNeXt) that overhead is most of the model: eager MobileNetV2 spent 67% of its time in
+`mkldnn_convolution` at 75 us a call (measured here, 2026-12-04, Zen 4).
+
+Two kernels, NCHW in and out like the rest of Kiln's TVM lowering (no relayout between ops):
+
+- `general` (groups=1, grouped, pointwise, strided): the packed-dense register tile with
+  pixels as rows. W [Co, Cg, KH, KW] is packed as `Wp [Co/cb, Cg, KH, KW, cb]` (a block of
+  `cb` output channels never straddles a group), so per reduction step (ci, kh, kw) a tile
+  of `mt` output pixels by `cb` channels broadcasts `mt` input values, loads `cb / lanes`
+  weight vectors and issues `mt * cb / lanes` FMAs. Any stride or dilation reads the same
+  way (one broadcast per pixel). The tile is written back (plus bias) into NCHW.
+- `depthwise` (groups = Ci = Co): no reduction over channels, so the vector runs along an
+  output row instead: per (kh, kw) one row load and one broadcast weight, the padded input
+  plane of one channel staged in a small buffer first.
+
+Padding is done inside the kernel (a zero-filled staging buffer), so no pad op runs first.
+`ConvPlan` decides for a whole program before lowering, like `dense_packed.DensePlan`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tvm import relax, s_tir, te, tirx
+
+from backends.tvm.dense_packed import MIN_PARALLEL_MACS, OPAQUE
+from backends.tvm.schedule import SCHEDULE_ATTR
+from backends.tvm.target import host_lanes
+from ir import dtypes
+from ir.core import KilnOp
+from ir.ops.contraction import Conv2dOp
+from ir.ops.sources import ParamOp
+
+POLICIES = ("auto", "direct", "library")
+
+
+@dataclass(frozen=True)
+class ConvOptions:
+    """Which convolutions take the direct kernel, and its threads.
+
+    `auto` sends a convolution to the kernel when its multiply-adds are at most `max_macs`:
+    the kernel runs on TVM's pool, serial by default next to torch's spinning OpenMP
+    worker (`target.default_thread_config`), so large convolutions, where oneDNN's
+    multithreaded kernels amortize their call cost, stay on the library.
+    """
+
+    policy: str = "auto"
+    max_macs: int = 1 << 26
+    min_lanes: int = 8
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"conv: unknown policy {self.policy!r}; use one of {', '.join(POLICIES)}")
+
+
+@dataclass(frozen=True)
+class ConvShape:
+    """One convolution's problem: NCHW input, OIHW weight, torch's attributes."""
+
+    n: int
+    ci: int
+    h: int
+    w: int
+    co: int
+    kh: int
+    kw: int
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    groups: int
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        (sh, sw), (ph, pw), (dh, dw) = self.stride, self.padding, self.dilation
+        return ((self.h + 2 * ph - dh * (self.kh - 1) - 1) // sh + 1,
+                (self.w + 2 * pw - dw * (self.kw - 1) - 1) // sw + 1)
+
+    @property
+    def macs(self) -> int:
+        oh, ow = self.out_hw
+        return self.n * self.co * oh * ow * (self.ci // self.groups) * self.kh * self.kw
+
+    @property
+    def depthwise(self) -> bool:
+        return self.groups == self.ci == self.co and self.groups > 1
+
+
+def channel_block(co_per_group: int, lanes: int) -> int:
+    """Output channels per register tile: a multiple of the vector where the group allows."""
+    for cb in (2 * lanes, lanes, 8, 4, 2):
+        if co_per_group % cb == 0 and cb <= co_per_group:
+            return cb
+    return 1
+
+
+def pixel_tile(cb: int, lanes: int, pixels: int) -> int:
+    """Output pixels per register tile: `mt * ceil(cb / lanes)` accumulators must leave
+    registers for the broadcasts (32 zmm with AVX-512, 16 ymm with AVX2). The tile divides
+    the output plane: a ragged last tile cannot be scheduled as one local accumulator in
+    TVM 0.27 (`compute_at` under a predicated split loses the compact dataflow), so a prime
+    plane gets narrow tiles rather than a second code path."""
+    vectors = max(1, math.ceil(cb / lanes))
+    most = max(1, min(12, (24 if lanes >= 16 else 12) // vectors))
+    return next(mt for mt in range(min(most, pixels), 0, -1) if pixels % mt == 0)
+
+
+def pack_weight(w: torch.Tensor, shape: ConvShape, cb: int) -> torch.Tensor:
+    """OIHW -> `[Co/cb, Cg, KH, KW, cb]` (general) or `[C, KH, KW]` (depthwise), contiguous."""
+    if shape.depthwise:
+        return w.detach().reshape(shape.co, shape.kh, shape.kw).contiguous()
+    cg = shape.ci // shape.groups
+    return w.detach().reshape(shape.co // cb, cb, cg, shape.kh, shape.kw).permute(0, 2, 3, 4, 1).contiguous()
+
+
+def _padded(x: te.Tensor, s: ConvShape) -> te.Tensor:
+    (ph, pw) = s.padding
+    if ph == 0 and pw == 0:
+        return x
+    return te.compute(
+        (s.n, s.ci, s.h + 2 * ph, s.w + 2 * pw),
+        lambda n, c, i, j: tirx.if_then_else(
+            tirx.all(i >= ph, i < s.h + ph, j >= pw, j < s.w + pw), x[n, c, i - ph, j - pw],
+            tirx.const(0.0, "float32")),
+        name="pad",
+    )
+
+
+def conv_direct_func(s: ConvShape, bias: bool, lanes: int, threads: int = 2) -> tirx.PrimFunc:
+    """Scheduled PrimFunc `(x [N,Ci,H,W], Wp, [bias [Co]], out [N,Co,OH,OW])`."""
+    x = te.placeholder((s.n, s.ci, s.h, s.w), "float32", name="x")
+    b = te.placeholder((s.co,), "float32", name="bias") if bias else None
+    parallel = threads > 1 and s.macs >= MIN_PARALLEL_MACS
+    if s.depthwise:
+        return _depthwise(s, x, b, lanes, parallel)
+    return _general(s, x, b, lanes, parallel)
+
+
+def _general(s: ConvShape, x: te.Tensor, b: te.Tensor | None, lanes: int, parallel: bool) -> tirx.PrimFunc:
+    cg, cog = s.ci // s.groups, s.co // s.groups
+    cb = channel_block(cog, lanes)
+    oh, ow = s.out_hw
+    pixels = oh * ow
+    mt = pixel_tile(cb, lanes, pixels)
+    (sh, sw), (dh, dw) = s.stride, s.dilation
+    wp = te.placeholder((s.co // cb, cg, s.kh, s.kw, cb), "float32", name="w_packed")
+    xp = _padded(x, s)
+    rc, rh, rw = te.reduce_axis((0, cg), "ci"), te.reduce_axis((0, s.kh), "kh"), te.reduce_axis((0, s.kw), "kw")
+
+    def acc_at(n, blk, p, j):
+        group = blk * cb // cog
+        return te.sum(
+            xp[n, group * cg + rc, (p // ow) * sh + rh * dh, (p % ow) * sw + rw * dw] * wp[blk, rc, rh, rw, j],
+            axis=[rc, rh, rw],
+        )
+
+    acc = te.compute((s.n, s.co // cb, pixels, cb), acc_at, name="acc")
+
+    def out_at(n, co, i, j):
+        v = acc[n, co // cb, i * ow + j, co % cb]
+        return v + b[co] if b is not None else v
+
+    out = te.compute((s.n, s.co, oh, ow), out_at, name="out")
+    func = te.create_prim_func([x, wp, *([b] if b is not None else []), out])
+    sch = s_tir.Schedule(func)
+    acc_b, out_b = sch.get_sblock("acc"), sch.get_sblock("out")
+    n, co, i, j = sch.get_loops(out_b)
+    blk, jj = sch.split(co, [None, cb])
+    q = sch.fuse(i, j)
+    qo, qi = sch.split(q, [None, mt])
+    sch.reorder(n, blk, qo, jj, qi)
+    sch.compute_at(acc_b, qo, preserve_unit_loops=True)
+    sch.set_scope(acc_b, 0, "local")
+    *_, aq, aj, arc, arh, arw = sch.get_loops(acc_b)
+    sch.reorder(arc, arh, arw, aq, aj)
+    sch.vectorize(aj)
+    sch.unroll(aq)
+    sch.unroll(arw)
+    outer = sch.fuse(n, blk)
+    if xp is not x and s.w + 2 * s.padding[1] <= 4 * lanes:  # staged once per call
+        sch.vectorize(sch.get_loops(sch.get_sblock("pad"))[-1])
+    if parallel:
+        sch.parallel(outer)
+    return sch.mod["main"].with_attr(SCHEDULE_ATTR, "conv_direct").with_attr("op_pattern", OPAQUE)
+
+
+def _depthwise(s: ConvShape, x: te.Tensor, b: te.Tensor | None, lanes: int, parallel: bool) -> tirx.PrimFunc:
+    oh, ow = s.out_hw
+    (sh, sw), (dh, dw) = s.stride, s.dilation
+    w = te.placeholder((s.co, s.kh, s.kw), "float32", name="w")
+    xp = _padded(x, s)
+    rh, rw = te.reduce_axis((0, s.kh), "kh"), te.reduce_axis((0, s.kw), "kw")
+    acc = te.compute(
+        (s.n, s.co, oh, ow),
+        lambda n, c, i, j: te.sum(xp[n, c, i * sh + rh * dh, j * sw + rw * dw] * w[c, rh, rw], axis=[rh, rw]),
+        name="acc",
+    )
+    out = te.compute((s.n, s.co, oh, ow), lambda n, c, i, j: acc[n, c, i, j] + b[c] if b is not None
+                     else acc[n, c, i, j], name="out")
+    func = te.create_prim_func([x, w, *([b] if b is not None else []), out])
+    sch = s_tir.Schedule(func)
+    acc_b, out_b = sch.get_sblock("acc"), sch.get_sblock("out")
+    n, c, i, j = sch.get_loops(out_b)
+    sch.compute_at(acc_b, i, preserve_unit_loops=True)
+    sch.set_scope(acc_b, 0, "local")
+    *_, aj, arh, arw = sch.get_loops(acc_b)
+    sch.reorder(arh, arw, aj)
+    vector = ow <= 4 * lanes
+    if vector:
+        sch.vectorize(aj)
+        sch.vectorize(j)
+    sch.unroll(arw)
+    sch.unroll(arh)
+    if xp is not x:  # one channel's padded plane, staged per channel (it stays in L1)
+        pad = sch.get_sblock("pad")
+        sch.compute_at(pad, c)
+        if s.w + 2 * s.padding[1] <= 4 * lanes:
+            sch.vectorize(sch.get_loops(pad)[-1])
+    outer = sch.fuse(n, c)
+    if parallel:
+        sch.parallel(outer)
+    return sch.mod["main"].with_attr(SCHEDULE_ATTR, "conv_depthwise").with_attr("op_pattern", OPAQUE)
+
+
+# ---- planning a program ------------------------------------------------------------------
+@dataclass
+class DirectConv:
+    shape: ConvShape
+    cb: int
+    weight: str  # the parameter's name
+    func: tirx.PrimFunc  # the scheduled kernel
+
+
+@dataclass
+class ConvPlan:
+    """Which convolutions of a block take the direct kernel, decided before lowering.
+
+    A convolution qualifies when it is float32, its weight is a `kiln.param`, it is alone
+    in its fusion group and `use_direct` says so. A parameter whose every use is such a
+    weight is bound packed only (`replaced`).
+    """
+
+    sites: dict[KilnOp, DirectConv] = field(default_factory=dict)
+    replaced: set[str] = field(default_factory=set)
+    paths: dict[str, str] = field(default_factory=dict)  # weight -> path taken, and why
+    lanes: int = 16
+    _packed: dict[str, relax.Var] = field(default_factory=dict)
+
+    @staticmethod
+    def of(block: Any, options: ConvOptions | None = None) -> ConvPlan:
+        options = options or ConvOptions()
+        plan = ConvPlan(lanes=host_lanes())
+        sizes: dict[int, int] = {}
+        for op in block.ops:
+            if (group := op.attributes.get("group")) is not None:
+                sizes[group.value.data] = sizes.get(group.value.data, 0) + 1
+        for op in block.ops:
+            if not isinstance(op, Conv2dOp) or not isinstance(op.operands[1].owner, ParamOp):
+                continue
+            site, why = _site(op, sizes, options, plan.lanes)
+            plan.paths[op.operands[1].owner.opt("name")] = why
+            if site is not None:
+                plan.sites[op] = site
+        only: dict[str, bool] = {}
+        for op in block.ops:
+            if isinstance(op, ParamOp):
+                direct = all(u.operation in plan.sites and u.index == 1 for u in op.result.uses)
+                only[op.opt("name")] = only.get(op.opt("name"), True) and direct
+        weights = {site.weight for site in plan.sites.values()}
+        plan.replaced = {name for name, ok in only.items() if ok and name in weights}
+        return plan
+
+    def emit(self, bb: relax.BlockBuilder, step: list[KilnOp], env: dict, derived: Any) -> bool:
+        """Emit `step` if it is a direct convolution; False leaves it to the lowering's table."""
+        site = self.sites.get(step[0]) if len(step) == 1 else None
+        if site is None:
+            return False
+        op, s = step[0], site.shape
+        bias = op.operands[2] if len(op.operands) > 2 else None
+        func = site.func
+        kind = "dw" if s.depthwise else "conv"
+        dims = "x".join(map(str, (s.n, s.ci, s.h, s.w, s.co, s.kh, s.kw)))
+        gv = bb.add_func(func.without_attr("global_symbol"), f"kiln_{kind}_{dims}_s{s.stride[0]}")
+        args = [env[op.operands[0]], self._packed_weight(site, derived)] + ([env[bias]] if bias is not None else [])
+        out_ty = relax.TensorType([s.n, s.co, *s.out_hw], "float32")
+        env[op.results[0]] = bb.emit(relax.call_tir(gv, args, out_ty))
+        return True
+
+    def _packed_weight(self, site: DirectConv, derived: Any) -> relax.Var:
+        if site.weight not in self._packed:
+            s, name, cb = site.shape, site.weight, site.cb
+            if s.depthwise:
+                shape = [s.co, s.kh, s.kw]
+            else:
+                shape = [s.co // cb, s.ci // s.groups, s.kh, s.kw, cb]
+            self._packed[site.weight] = derived.add(
+                f"{name}.conv{cb}", lambda p: pack_weight(p[name], s, cb), shape, "float32"
+            )
+        return self._packed[site.weight]
+
+
+def use_direct(shape: ConvShape, options: ConvOptions, lanes: int) -> bool:
+    """The rule: `direct`/`library` force it; `auto` takes every convolution up to `max_macs`
+    on a host with at least AVX2 vectors."""
+    if options.policy != "auto":
+        return options.policy == "direct"
+    return lanes >= options.min_lanes and shape.macs <= options.max_macs
+
+
+def _site(op: Conv2dOp, sizes: dict[int, int], options: ConvOptions, lanes: int) -> tuple[DirectConv | None, str]:
+    group = op.attributes.get("group")
+    if group is not None and sizes[group.value.data] != 1:
+        return None, "library: fused with other ops"
+    if any(dtypes.dtype_of(v.type) != torch.float32 for v in [*op.operands, op.results[0]]):
+        return None, "library: not float32"
+    (n, ci, h, w), (co, _, kh, kw) = dtypes.shape_of(op.operands[0].type), dtypes.shape_of(op.operands[1].type)
+    shape = ConvShape(n, ci, h, w, co, kh, kw, tuple(op.opt("stride")), tuple(op.opt("padding")),
+                      tuple(op.opt("dilation")), int(op.opt("groups")))
+    if not use_direct(shape, options, lanes):
+        return None, f"library: {shape.macs} multiply-adds, outside the rule (policy {options.policy})"
+    cb = 1 if shape.depthwise else channel_block(co // shape.groups, lanes)
+    try:  # scheduled here, so a shape the schedule cannot take stays on the library
+        func = conv_direct_func(shape, len(op.operands) > 2, lanes, options.threads)
+    except Exception as exc:  # noqa: BLE001 - any schedule error means: not this kernel
+        return None, f"library: the direct schedule failed ({type(exc).__name__})"
+    oh, ow = shape.out_hw
+    kind = "depthwise" if shape.depthwise else f"cb={cb} mt={pixel_tile(cb, lanes, oh * ow)}"
+    site = DirectConv(shape, cb, op.operands[1].owner.opt("name"), func)
+    return site, f"direct conv: {kind}, {shape.macs} MACs"

@@ -1,0 +1,134 @@
+"""The direct convolution kernels (`backends/tvm/conv_direct.py`): numbers against
+torch.conv2d on odd shapes, and the compiled program: the kernel is the one called, its
+weight is bound packed, and the policy knob sends convolutions back to the library.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import tvm  # a required dependency: a broken TVM fails these tests instead of skipping them
+
+from backends.tvm.conv_direct import (
+    ConvOptions,
+    ConvShape,
+    channel_block,
+    conv_direct_func,
+    pack_weight,
+    pixel_tile,
+    use_direct,
+)
+from backends.tvm.target import cpu_target, host_lanes
+from compiler import compile_model
+
+TOL = {"atol": 1e-4, "rtol": 1e-4}
+
+# (N, Ci, H, W, Co, KH, KW, stride, padding, dilation, groups): output channels that are no
+# multiple of the vector (12, 3, 1), output planes in no whole number of tiles (7x7, 5x9),
+# strides, dilation, asymmetric padding, grouped, 1x1 on a 1x1 map, odd input channels.
+GENERAL = [
+    (2, 3, 17, 17, 16, 3, 3, (2, 2), (1, 1), (1, 1), 1),
+    (1, 8, 7, 7, 12, 1, 1, (1, 1), (0, 0), (1, 1), 1),
+    (2, 5, 9, 13, 3, 3, 3, (1, 2), (0, 1), (1, 1), 1),
+    (1, 16, 11, 11, 32, 3, 3, (1, 1), (2, 2), (2, 2), 1),
+    (2, 32, 8, 8, 32, 3, 3, (2, 2), (1, 1), (1, 1), 4),
+    (2, 96, 1, 1, 24, 1, 1, (1, 1), (0, 0), (1, 1), 1),
+    (1, 7, 6, 6, 1, 2, 2, (1, 1), (0, 0), (1, 1), 1),
+    (2, 64, 10, 10, 64, 3, 3, (1, 1), (1, 1), (1, 1), 2),
+    (1, 4, 1, 13, 16, 1, 3, (1, 1), (0, 1), (1, 1), 1),
+]
+# Depthwise: stride 1 and 2, 5x5, a row wider than four vectors (no vectorized row), padding.
+DEPTHWISE = [
+    (2, 16, 16, 16, 3, (1, 1), (1, 1)),
+    (1, 48, 17, 17, 3, (2, 2), (0, 0)),
+    (2, 24, 11, 11, 5, (2, 2), (2, 2)),
+    (1, 8, 5, 70, 3, (1, 1), (1, 1)),
+]
+
+
+def _run(shape: ConvShape, bias: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    lanes = host_lanes()
+    func = conv_direct_func(shape, bias, lanes, threads=2)
+    kernel = tvm.tirx.build(func, target=cpu_target())["main"]
+    torch.manual_seed(0)
+    x = torch.randn(shape.n, shape.ci, shape.h, shape.w)
+    w = torch.randn(shape.co, shape.ci // shape.groups, shape.kh, shape.kw)
+    b = torch.randn(shape.co) if bias else None
+    cb = 1 if shape.depthwise else channel_block(shape.co // shape.groups, lanes)
+    out = torch.full((shape.n, shape.co, *shape.out_hw), float("nan"))
+    kernel(x, pack_weight(w, shape, cb), *([b] if bias else []), out)
+    ref = torch.conv2d(x, w, b, shape.stride, shape.padding, shape.dilation, shape.groups)
+    return out, ref
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("dims", GENERAL, ids=str)
+def test_general_kernel_matches_torch(dims, bias):
+    shape = ConvShape(*dims)
+    assert not shape.depthwise
+    out, ref = _run(shape, bias)
+    torch.testing.assert_close(out, ref, **TOL)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("dims", DEPTHWISE, ids=str)
+def test_depthwise_kernel_matches_torch(dims, bias):
+    n, c, h, w, k, stride, padding = dims
+    shape = ConvShape(n, c, h, w, c, k, k, stride, padding, (1, 1), c)
+    assert shape.depthwise
+    out, ref = _run(shape, bias)
+    torch.testing.assert_close(out, ref, **TOL)
+
+
+def test_tiles_fit_the_registers_and_prefer_whole_planes():
+    assert channel_block(48, 16) == 16 and channel_block(12, 16) == 4 and channel_block(3, 16) == 1
+    assert channel_block(64, 16) == 32 and channel_block(64, 8) == 16
+    assert pixel_tile(16, 16, 256) == 8  # tiles divide the plane
+    assert pixel_tile(16, 16, 49) == 7 and pixel_tile(16, 16, 4) == 4
+    assert pixel_tile(16, 16, 97) == 1  # a prime plane: narrow tiles, still correct
+    assert pixel_tile(32, 16, 1000) * 2 <= 24 and pixel_tile(16, 8, 1000) * 2 <= 12
+
+
+def test_rule_keeps_large_convolutions_on_the_library():
+    small = ConvShape(2, 16, 16, 16, 16, 3, 3, (1, 1), (1, 1), (1, 1), 1)
+    large = ConvShape(8, 256, 56, 56, 256, 3, 3, (1, 1), (1, 1), (1, 1), 1)
+    options = ConvOptions()
+    assert use_direct(small, options, 16) and not use_direct(large, options, 16)
+    assert not use_direct(small, options, 4)  # narrower than AVX2: the library
+    assert use_direct(large, ConvOptions(policy="direct"), 16)
+    assert not use_direct(small, ConvOptions(policy="library"), 16)
+    with pytest.raises(ValueError, match="conv: unknown policy 'fast'"):
+        ConvOptions(policy="fast")
+
+
+class _ConvNet(nn.Module):
+    """Stem, depthwise-separable block, grouped conv, a shared weight used twice."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, stride=2, padding=1)
+        self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.pw = nn.Conv2d(16, 24, 1, bias=False)
+        self.grouped = nn.Conv2d(24, 24, 3, padding=1, groups=3)
+
+    def forward(self, x):
+        h = torch.relu(self.stem(x))
+        h = torch.relu(self.pw(self.dw(h)))
+        return self.grouped(h) + self.grouped(h * 0.5)
+
+
+def test_compiled_model_runs_direct_kernels_and_library_policy_does_not():
+    torch.manual_seed(0)
+    model, x = _ConvNet().eval(), torch.randn(2, 3, 19, 19)
+    with torch.no_grad():
+        ref = model(x)
+    direct = compile_model(model, (x,), target="tvm", use_cache=False)
+    library = compile_model(model, (x,), target="tvm", use_cache=False, extra={"conv": "library"})
+    torch.testing.assert_close(direct(x), ref, **TOL)
+    torch.testing.assert_close(library(x), ref, **TOL)
+    paths = direct.report["dense_paths"]
+    assert len(paths) == 4 and all(p.startswith("direct conv") for p in paths.values()), paths
+    assert any("depthwise" in p for p in paths.values())
+    assert all(p.startswith("library") for p in library.report["dense_paths"].values())
