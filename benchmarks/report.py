@@ -241,11 +241,11 @@ def rich_tables(results: Results) -> list[Table]:
     return [latency, prepare]
 
 
-def write_results(results: Results, out_dir: Path | str) -> tuple[Path, Path]:
-    """Write `latest.json` and `latest.md` under `out_dir`; returns their paths."""
+def write_results(results: Results, out_dir: Path | str, stem: str = "latest") -> tuple[Path, Path]:
+    """Write `{stem}.json` and `{stem}.md` under `out_dir`; returns their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out / "latest.json", out / "latest.md"
+    json_path, md_path = out / f"{stem}.json", out / f"{stem}.md"
     json_path.write_text(json.dumps(to_json_dict(results), indent=2) + "\n")
     md_path.write_text(to_markdown(results))
     return json_path, md_path

@@ -1,8 +1,11 @@
 """Benchmark runner: every zoo model on every system, timed interleaved, checked against eager.
 
-    python -m benchmarks.run [--models mlp,cnn] [--systems eager,inductor,onnxruntime,kiln]
+    python -m benchmarks.run [--suite zoo|real] [--models mlp,cnn]
+                             [--systems eager,inductor,onnxruntime,kiln]
                              [--repeats 20] [--rounds 5] [--out DIR | --update-results]
 
+`--suite real` times the real-model suite (`benchmarks/models.py`: Hugging Face and torch.nn
+models from tiny configs) instead of Kiln's zoo, and writes `real.*` instead of `latest.*`.
 A run writes `latest.json` and `latest.md` under the user cache dir (`~/.cache/kiln/bench/`,
 or `--out DIR`); only `--update-results` replaces the committed `benchmarks/results/latest.*`
 that the README's tables are checked against, so trying the benchmark does not break them.
@@ -165,6 +168,26 @@ def _prepare(system: System, model: torch.nn.Module, inputs: tuple, ref: Any, ro
     return True
 
 
+# The suites a run can time: name -> (factories by model name, stem of the result files).
+SUITES = ("zoo", "real")
+
+
+def suite_factories(suite: str) -> dict[str, Callable[[], tuple[torch.nn.Module, tuple]]]:
+    """The model factories of `suite`, by name (raises KeyError naming the known suites)."""
+    if suite == "zoo":
+        return dict(ZOO)
+    if suite == "real":
+        from benchmarks import models as real
+
+        return {m.name: (lambda n=m.name: real.build(n)) for m in real.SUITE}
+    raise KeyError(f"unknown suite {suite!r}; known: {', '.join(SUITES)}")
+
+
+def result_stem(suite: str) -> str:
+    """File stem of a suite's results: `latest` for the zoo (the README's first table)."""
+    return "latest" if suite == "zoo" else suite
+
+
 def bench_model(
     name: str,
     system_names: Sequence[str],
@@ -173,13 +196,14 @@ def bench_model(
     cold: bool = False,
     describe: Callable[[str], None] = _nothing,
     advance: Callable[[], None] = _nothing,
+    suite: str = "zoo",
 ) -> list[Row]:
     """Prepare every system for one zoo model, time them interleaved, return one row each.
 
     For a progress bar, `describe(text)` names the work under way and `advance()` is called
     once per prepared system and once per timing round: `len(system_names) + options.rounds`.
     """
-    model, inputs = ZOO[name]()
+    model, inputs = suite_factories(suite)[name]()
     with torch.inference_mode():
         ref = model(*inputs)
     rows = {s: Row(model=name, system=s, status=OK) for s in system_names}
@@ -223,19 +247,21 @@ def run_benchmarks(
     console: Console | None = None,
     progress: bool = True,
     command: str | None = None,
+    suite: str = "zoo",
 ) -> Results:
-    """Benchmark zoo `models` (default: all) on `systems`; print, write and return the results.
+    """Benchmark `suite`'s `models` (default: all) on `systems`; print, write and return the results.
 
     `repeats` is the minimum number of timed calls per system per round (a round also lasts
     at least `min_round_s`). `cold=True` makes Inductor compile without its on-disk caches,
     so its prepare time is a first compile. `out_dir=None` writes nothing. Sets torch's
     thread count to `threads` (default: this process's cores) for the rest of the process.
     """
-    models = list(models or ZOO)
+    factories = suite_factories(suite)
+    models = list(models or factories)
     systems = list(systems or DEFAULT_SYSTEMS)
     for m in models:
-        if m not in ZOO:
-            raise KeyError(f"unknown zoo model {m!r}; known: {', '.join(ZOO)}")
+        if m not in factories:
+            raise KeyError(f"unknown {suite} model {m!r}; known: {', '.join(factories)}")
     for s in systems:
         if s not in SYSTEMS:
             raise KeyError(f"unknown system {s!r}; known: {', '.join(SYSTEMS)}")
@@ -254,6 +280,7 @@ def run_benchmarks(
     )
     meta = machine_meta(threads, command)
     meta["inductor_caches"] = "disabled" if cold else "allowed"
+    meta["suite"] = suite
     console.print(f"torch threads set to {threads} ({meta['cpu']}); timing {', '.join(systems)}", markup=False, soft_wrap=True)
 
     rows: list[Row] = []
@@ -278,6 +305,7 @@ def run_benchmarks(
                 cold,
                 describe=lambda text: bar.update(task, description=text),
                 advance=lambda: bar.advance(task),
+                suite=suite,
             )
 
     meta["load_avg_end"] = load_average()
@@ -288,14 +316,14 @@ def run_benchmarks(
     for note in notes(results):
         console.print(f"- {note}", markup=False)
     if out_dir is not None:
-        json_path, md_path = write_results(results, out_dir)
+        json_path, md_path = write_results(results, out_dir, stem=result_stem(suite))
         console.print(f"wrote {json_path} and {md_path}", markup=False, soft_wrap=True)
         if Path(out_dir).resolve() == COMMITTED_RESULTS:
             console.print("updated the committed results: run `python -m benchmarks.readme_tables` "
                           "to copy them into README.md", markup=False, soft_wrap=True)
         else:
             console.print(f"(the committed {COMMITTED_RESULTS.relative_to(COMMITTED_RESULTS.parents[1])}"
-                          "/latest.* change only with --update-results)", markup=False, soft_wrap=True)
+                          f"/{result_stem(suite)}.* change only with --update-results)", markup=False, soft_wrap=True)
     return results
 
 
@@ -308,7 +336,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.run", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--models", type=_csv, default=list(ZOO), help="comma-separated zoo models")
+    parser.add_argument("--suite", choices=SUITES, default="zoo",
+                        help="zoo: Kiln's examples; real: the real-model suite (benchmarks/models.py)")
+    parser.add_argument("--models", type=_csv, default=None,
+                        help="comma-separated models of the suite (default: all)")
     parser.add_argument(
         "--systems", type=_csv, default=list(DEFAULT_SYSTEMS), help="comma-separated"
     )
@@ -348,6 +379,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out_dir=out_dir,
         progress=not args.no_progress,
         command=shlex.join(["python", "-m", "benchmarks.run", *argv]),
+        suite=args.suite,
     )
     if args.report is not None:
         from benchmarks.report import to_json_dict
