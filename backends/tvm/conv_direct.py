@@ -47,14 +47,19 @@ POLICIES = ("auto", "direct", "library")
 class ConvOptions:
     """Which convolutions take the direct kernel, and its threads.
 
-    `auto` sends a convolution to the kernel when its multiply-adds are at most `max_macs`:
-    the kernel runs on TVM's pool, serial by default next to torch's spinning OpenMP
-    worker (`target.default_thread_config`), so large convolutions, where oneDNN's
-    multithreaded kernels amortize their call cost, stay on the library.
+    `auto` sends a convolution to the kernel when its multiply-adds are at most
+    `max_macs_serial` (TVM's pool serial, as by default next to torch's spinning OpenMP
+    worker, `target.default_thread_config`) or `max_macs_parallel`. Measured here (Zen 4,
+    2026-12-04, busy host), the serial kernel against oneDNN on 2 threads: 10-20x faster
+    on the suite's convnets (3 us against 50 us per depthwise call), 0.9x at 3.6M MACs
+    (depthwise 112x112), 0.35-0.7x from 38M (oneDNN's second thread and its AVX-512
+    kernels), 1.4-2.4x on some 50-120M shapes. So the line sits where oneDNN's call cost
+    stops dominating; large convolutions stay on the library.
     """
 
     policy: str = "auto"
-    max_macs: int = 1 << 26
+    max_macs_serial: int = 1 << 22
+    max_macs_parallel: int = 1 << 24
     min_lanes: int = 8
     threads: int = 2
 
@@ -103,15 +108,21 @@ def channel_block(co_per_group: int, lanes: int) -> int:
     return 1
 
 
-def pixel_tile(cb: int, lanes: int, pixels: int) -> int:
+def pixel_tile(cb: int, lanes: int, out_hw: tuple[int, int]) -> int:
     """Output pixels per register tile: `mt * ceil(cb / lanes)` accumulators must leave
-    registers for the broadcasts (32 zmm with AVX-512, 16 ymm with AVX2). The tile divides
-    the output plane: a ragged last tile cannot be scheduled as one local accumulator in
-    TVM 0.27 (`compute_at` under a predicated split loses the compact dataflow), so a prime
-    plane gets narrow tiles rather than a second code path."""
+    registers for the broadcasts (32 zmm with AVX-512, 16 ymm with AVX2).
+
+    A tile never straddles a row boundary unless it holds whole rows (it divides the
+    output width, or is a whole number of rows that divides the plane): otherwise the
+    tile's input rows are no affine function of the tile loop, and TVM 0.27 cannot
+    `compute_at` the accumulator under it. A prime width gets narrow tiles, still correct.
+    """
+    oh, ow = out_hw
     vectors = max(1, math.ceil(cb / lanes))
     most = max(1, min(12, (24 if lanes >= 16 else 12) // vectors))
-    return next(mt for mt in range(min(most, pixels), 0, -1) if pixels % mt == 0)
+    whole_rows = [k * ow for k in range(1, oh + 1) if oh % k == 0 and k * ow <= most]
+    in_row = [d for d in range(1, min(most, ow) + 1) if ow % d == 0]
+    return max(whole_rows + in_row)
 
 
 def pack_weight(w: torch.Tensor, shape: ConvShape, cb: int) -> torch.Tensor:
@@ -150,7 +161,7 @@ def _general(s: ConvShape, x: te.Tensor, b: te.Tensor | None, lanes: int, parall
     cb = channel_block(cog, lanes)
     oh, ow = s.out_hw
     pixels = oh * ow
-    mt = pixel_tile(cb, lanes, pixels)
+    mt = pixel_tile(cb, lanes, (oh, ow))
     (sh, sw), (dh, dw) = s.stride, s.dilation
     wp = te.placeholder((s.co // cb, cg, s.kh, s.kw, cb), "float32", name="w_packed")
     xp = _padded(x, s)
@@ -309,11 +320,12 @@ class ConvPlan:
 
 
 def use_direct(shape: ConvShape, options: ConvOptions, lanes: int) -> bool:
-    """The rule: `direct`/`library` force it; `auto` takes every convolution up to `max_macs`
-    on a host with at least AVX2 vectors."""
+    """The rule: `direct`/`library` force it; `auto` takes every convolution up to the
+    multiply-adds `ConvOptions` allows for its threads, on a host with AVX2 or wider."""
     if options.policy != "auto":
         return options.policy == "direct"
-    return lanes >= options.min_lanes and shape.macs <= options.max_macs
+    most = options.max_macs_parallel if options.threads > 1 else options.max_macs_serial
+    return lanes >= options.min_lanes and shape.macs <= most
 
 
 def _site(op: Conv2dOp, sizes: dict[int, int], options: ConvOptions, lanes: int) -> tuple[DirectConv | None, str]:
@@ -332,7 +344,6 @@ def _site(op: Conv2dOp, sizes: dict[int, int], options: ConvOptions, lanes: int)
         func = conv_direct_func(shape, len(op.operands) > 2, lanes, options.threads)
     except Exception as exc:  # noqa: BLE001 - any schedule error means: not this kernel
         return None, f"library: the direct schedule failed ({type(exc).__name__})"
-    oh, ow = shape.out_hw
-    kind = "depthwise" if shape.depthwise else f"cb={cb} mt={pixel_tile(cb, lanes, oh * ow)}"
+    kind = "depthwise" if shape.depthwise else f"cb={cb} mt={pixel_tile(cb, lanes, shape.out_hw)}"
     site = DirectConv(shape, cb, op.operands[1].owner.opt("name"), func)
     return site, f"direct conv: {kind}, {shape.macs} MACs"

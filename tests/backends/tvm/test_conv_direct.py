@@ -38,6 +38,7 @@ GENERAL = [
     (1, 7, 6, 6, 1, 2, 2, (1, 1), (0, 0), (1, 1), 1),
     (2, 64, 10, 10, 64, 3, 3, (1, 1), (1, 1), (1, 1), 2),
     (1, 4, 1, 13, 16, 1, 3, (1, 1), (0, 1), (1, 1), 1),
+    (1, 8, 28, 28, 64, 3, 3, (1, 1), (1, 1), (1, 1), 1),
 ]
 # Depthwise: stride 1 and 2, 5x5, a row wider than four vectors (no vectorized row), padding.
 DEPTHWISE = [
@@ -85,17 +86,21 @@ def test_depthwise_kernel_matches_torch(dims, bias):
 def test_tiles_fit_the_registers_and_prefer_whole_planes():
     assert channel_block(48, 16) == 16 and channel_block(12, 16) == 4 and channel_block(3, 16) == 1
     assert channel_block(64, 16) == 32 and channel_block(64, 8) == 16
-    assert pixel_tile(16, 16, 256) == 8  # tiles divide the plane
-    assert pixel_tile(16, 16, 49) == 7 and pixel_tile(16, 16, 4) == 4
-    assert pixel_tile(16, 16, 97) == 1  # a prime plane: narrow tiles, still correct
-    assert pixel_tile(32, 16, 1000) * 2 <= 24 and pixel_tile(16, 8, 1000) * 2 <= 12
+    assert pixel_tile(16, 16, (16, 16)) == 8  # tiles divide a row...
+    assert pixel_tile(16, 16, (28, 28)) == 7 and pixel_tile(16, 16, (7, 7)) == 7
+    assert pixel_tile(16, 16, (2, 2)) == 4 and pixel_tile(16, 16, (4, 3)) == 12  # ...or hold rows
+    assert pixel_tile(16, 16, (1, 97)) == 1  # a prime width: narrow tiles, still correct
+    assert pixel_tile(32, 16, (40, 40)) * 2 <= 24 and pixel_tile(16, 8, (40, 40)) * 2 <= 12
 
 
 def test_rule_keeps_large_convolutions_on_the_library():
     small = ConvShape(2, 16, 16, 16, 16, 3, 3, (1, 1), (1, 1), (1, 1), 1)
-    large = ConvShape(8, 256, 56, 56, 256, 3, 3, (1, 1), (1, 1), (1, 1), 1)
-    options = ConvOptions()
-    assert use_direct(small, options, 16) and not use_direct(large, options, 16)
+    medium = ConvShape(2, 16, 32, 32, 32, 3, 3, (1, 1), (1, 1), (1, 1), 1)  # 9.4M MACs
+    large = ConvShape(8, 16, 32, 32, 32, 3, 3, (1, 1), (1, 1), (1, 1), 1)  # 38M MACs
+    options = ConvOptions(threads=1)
+    assert use_direct(small, options, 16) and not use_direct(medium, options, 16)
+    assert use_direct(medium, ConvOptions(threads=2), 16)  # a parallel kernel keeps up longer
+    assert not use_direct(large, ConvOptions(threads=2), 16)
     assert not use_direct(small, options, 4)  # narrower than AVX2: the library
     assert use_direct(large, ConvOptions(policy="direct"), 16)
     assert not use_direct(small, ConvOptions(policy="library"), 16)
