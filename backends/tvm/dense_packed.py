@@ -34,7 +34,7 @@ from backends.tvm.schedule import SCHEDULE_ATTR
 from backends.tvm.target import host_cpu, host_lanes
 from ir import dtypes
 from ir.core import KilnOp
-from ir.ops.contraction import LinearOp
+from ir.ops.contraction import LinearOp, MatmulOp
 from ir.ops.sources import ParamOp
 
 OPAQUE = 8  # relax OpPatternKind.kOpaque: FuseOps must never merge this kernel into another
@@ -226,6 +226,7 @@ class PackedLinear:
     n: int
     tiles: DenseTiles
     weight: str  # the parameter's name
+    transposed: bool = False  # `matmul(x, W)` with W [K, N] (GPT-2's Conv1D): packed from W^T
 
 
 @dataclass
@@ -233,7 +234,8 @@ class DensePlan:
     """Which linears of a block take the packed kernel, decided before lowering.
 
     A linear qualifies when it is float32, its weight is a `kiln.param`, it is alone in
-    its fusion group and `use_packed` says so. A parameter whose every use is the weight
+    its fusion group and `use_packed` says so; so does `matmul(x, W)` with a 2-d parameter
+    W [K, N] (GPT-2's Conv1D, `x @ W` layers), packed from W^T. A parameter whose every use is the weight
     of a packed linear is bound packed only (`replaced`): the executable never sees it.
     """
 
@@ -254,7 +256,7 @@ class DensePlan:
             if group is not None:
                 sizes[group.value.data] = sizes.get(group.value.data, 0) + 1
         for op in block.ops:
-            if not isinstance(op, LinearOp) or not isinstance(op.operands[1].owner, ParamOp):
+            if not _dense_like(op):
                 continue  # a quantized weight (a dequantize) takes quant_lower.py's path
             site, why = _site(op, sizes, options, lanes, cpu)
             plan.paths[op.operands[1].owner.opt("name")] = why
@@ -275,7 +277,7 @@ class DensePlan:
         if site is None:
             return False
         op = step[0]
-        bias = op.bias is not None
+        bias = isinstance(op, LinearOp) and op.bias is not None
         func = dense_packed_func(site.lead, site.k, site.n, site.tiles, bias, self.threads)
         dims = "x".join(map(str, (*site.lead, site.k, site.n)))
         gv = bb.add_func(
@@ -289,18 +291,26 @@ class DensePlan:
         return True
 
     def _packed_weight(self, site: PackedLinear, derived: Any) -> relax.Var:
-        key = (site.weight, site.tiles.nb)
+        key = (site.weight, site.tiles.nb, site.transposed)
         if key not in self._packed:
-            nb, name = site.tiles.nb, site.weight
+            nb, name, t = site.tiles.nb, site.weight, site.transposed
             shape = [math.ceil(site.n / nb), site.k, nb]
             self._packed[key] = derived.add(
-                f"{name}.packed{nb}", lambda p: pack_weight(p[name], nb), shape, "float32"
+                f"{name}.packed{nb}" + ("t" if t else ""),
+                lambda p: pack_weight(p[name].t().contiguous() if t else p[name], nb), shape, "float32",
             )
         return self._packed[key]
 
 
+def _dense_like(op: KilnOp) -> bool:
+    """A linear on a parameter weight, or `matmul(x, W)` with W a 2-d parameter."""
+    if not isinstance(op, LinearOp | MatmulOp) or not isinstance(op.operands[1].owner, ParamOp):
+        return False
+    return isinstance(op, LinearOp) or len(dtypes.shape_of(op.operands[1].type)) == 2
+
+
 def _site(
-    op: LinearOp, sizes: dict[int, int], options: DenseOptions, lanes: int, cpu: str
+    op: LinearOp | MatmulOp, sizes: dict[int, int], options: DenseOptions, lanes: int, cpu: str
 ) -> tuple[PackedLinear | None, str]:
     """The packed problem of a linear, or None and why it stays on the library path."""
     group = op.attributes.get("group")
@@ -308,12 +318,15 @@ def _site(
         return None, "library: fused with other ops"
     if any(dtypes.dtype_of(v.type) != torch.float32 for v in [*op.operands, op.results[0]]):
         return None, "library: not float32"
+    transposed = isinstance(op, MatmulOp)
     xs, (n, k) = dtypes.shape_of(op.operands[0].type), dtypes.shape_of(op.operands[1].type)
+    if transposed:
+        n, k = k, n
     m = math.prod(xs[:-1])
     if len(xs) < 2:
         return None, "library: 1-d input"
     if not use_packed(m, k, n, options, lanes, cpu):
         return None, f"library: {m}x{k}->{n} outside the rule (policy {options.policy})"
     tiles = choose_tiles(tiled_length(tuple(xs[:-1])), n, lanes)
-    site = PackedLinear(tuple(xs[:-1]), k, n, tiles, op.operands[1].owner.opt("name"))
+    site = PackedLinear(tuple(xs[:-1]), k, n, tiles, op.operands[1].owner.opt("name"), transposed)
     return site, f"packed: {m}x{k}->{n}, nb={tiles.nb} mt={tiles.mt}"

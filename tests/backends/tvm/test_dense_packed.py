@@ -209,3 +209,30 @@ def test_library_policy_keeps_torch_gemm():
     assert not _dense_funcs(lowered.module)
     assert lowered.module["main"].script().count("kiln.linear") == 5
     assert all(path.startswith("library") for path in kernel.dense_paths.values())
+
+
+class _XW(nn.Module):
+    """`x @ W + b` with W [K, N] (GPT-2's Conv1D), W also read by a second matmul."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(48, 40) * 0.1)
+        self.b = nn.Parameter(torch.randn(40))
+        self.w2 = nn.Parameter(torch.randn(40, 24) * 0.1)
+
+    def forward(self, x):
+        h = torch.relu(x @ self.w + self.b)
+        return h @ self.w2, x @ self.w
+
+
+def test_matmul_with_a_parameter_weight_runs_packed():
+    from compiler import compile_model
+
+    torch.manual_seed(0)
+    model, x = _XW().eval(), torch.randn(2, 7, 48)
+    compiled = compile_model(model, (x,), target="tvm", use_cache=False, extra={"dense": "packed"})
+    with torch.no_grad():
+        for got, want in zip(compiled(x), model(x), strict=True):
+            torch.testing.assert_close(got, want, **TOL)
+    paths = compiled.report["dense_paths"]
+    assert paths and all(p.startswith("packed") for p in paths.values()), paths
