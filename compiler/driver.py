@@ -182,13 +182,22 @@ def compile_graph(
     # caller's argument count, not the kept inputs': [0] of 29 arguments is not identity.
     if graph.input_positions is not None and graph.input_positions != list(range(len(example_inputs))):
         run = _select_inputs(run, graph.input_positions)
+    signature = None if flat_outputs else [(tuple(t.shape), t.dtype) for t in _user_tensors(graph, example_inputs)
+                                           if isinstance(t, torch.Tensor)]
+    compiled = CompiledModule(run, graph.in_spec, None if flat_outputs else graph.out_spec, report, signature)
+
+    def measure_kernels() -> dict[str, Any]:  # per-kernel times for the HTML report, on request only
+        from compiler.report.measure import measure_compile
+
+        return measure_compile(opts.target, steps, partitions_report, run, example_inputs)
+
+    compiled.measure_kernels = measure_kernels
     if opts.report is not None:
         from compiler.report import write_report
 
+        report["measured"] = measure_kernels()
         write_report(report, opts.report)
-    signature = None if flat_outputs else [(tuple(t.shape), t.dtype) for t in _user_tensors(graph, example_inputs)
-                                           if isinstance(t, torch.Tensor)]
-    return CompiledModule(run, graph.in_spec, None if flat_outputs else graph.out_spec, report, signature)
+    return compiled
 
 
 def _stage(opts: CompileOptions, name: str) -> None:

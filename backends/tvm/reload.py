@@ -77,5 +77,5 @@ def reload_kernel(entry: dict[str, Any], binding: bytes, params: dict[str, torch
         vm["main"], bound, entry["num_kernels"], True, {}, entry["reference_ops"], entry["tuned"],
         entry["tuning_hits"], entry["quant_paths"], entry["dense_paths"],
         {"tvm": pool.num_threads, "torch": pool.torch_threads or pool.num_threads},
-        tuple(entry["shared_outputs"]), (param_names, derived), path,
+        tuple(entry["shared_outputs"]), (param_names, derived), path, vm,
     )

@@ -25,7 +25,7 @@ def _layout(fig: Any, title: str, height: int = 360) -> None:
 
 def roofline(kernels: Sequence[Any], hw: Any, measured: dict[str, Any] | None, div_id: str = "fig-roofline") -> str:
     """Arithmetic intensity against FLOP/s: the machine's compute and bandwidth ceilings,
-    each kernel's modeled point, and the measured whole-model point where measured."""
+    each kernel's modeled point, its measured point where measured, and the whole model's."""
     import plotly.graph_objects as go
 
     peak, bw = hw.flops(), hw.mem_bandwidth
@@ -43,6 +43,14 @@ def roofline(kernels: Sequence[Any], hw: Any, measured: dict[str, Any] | None, d
         text=[f"{k.name}: {', '.join(k.ops[:6])}{'...' if len(k.ops) > 6 else ''}<br>{k.modeled_us:.2f} us modeled"
               f"<br>{k.path}" for k in points],
         hovertemplate="%{text}<br>AI %{x:.3g} FLOP/B, %{y:.3g} FLOP/s<extra></extra>"))
+    timed = [k for k in points if k.measured_us]
+    if timed:  # the same kernels where measured: hollow diamonds, a line to their modeled point
+        fig.add_trace(go.Scatter(
+            x=[k.intensity for k in timed], y=[k.measured_flops_per_s for k in timed], mode="markers",
+            name="kernels (measured)", marker=dict(size=9, symbol="diamond-open", color="#ea580c", line=dict(width=2)),
+            text=[f"{k.name}: {', '.join(k.ops[:6])}{'...' if len(k.ops) > 6 else ''}<br>{k.measured_us:.2f} us "
+                  f"measured, {k.modeled_us:.2f} us modeled<br>{k.path}" for k in timed],
+            hovertemplate="%{text}<br>AI %{x:.3g} FLOP/B, %{y:.3g} FLOP/s<extra></extra>"))
     if measured and measured.get("flops") and measured.get("seconds"):
         fig.add_trace(go.Scatter(
             x=[measured["intensity"]], y=[measured["flops"] / measured["seconds"]], mode="markers",
@@ -66,15 +74,22 @@ def stage_times(stages: list[tuple[str, float]], div_id: str = "fig-stages") -> 
     return to_div(fig, div_id)
 
 
-def kernel_times(names: list[str], micros: list[float], div_id: str = "fig-kernel-times") -> str:
-    """The kernels with the largest modeled time, slowest first."""
+def kernel_times(names: list[str], micros: list[float], measured: list[float | None] | None = None,
+                 div_id: str = "fig-kernel-times") -> str:
+    """The slowest kernels, slowest first: modeled time, and measured time beside it where taken."""
     import plotly.graph_objects as go
 
-    fig = go.Figure(go.Bar(x=micros, y=names, orientation="h", marker_color="#2563eb",
+    fig = go.Figure(go.Bar(x=micros, y=names, orientation="h", marker_color="#2563eb", name="modeled",
                            hovertemplate="%{y}: %{x:.2f} us modeled<extra></extra>"))
+    if measured is not None:
+        fig.add_trace(go.Bar(x=measured, y=names, orientation="h", marker_color="#ea580c", name="measured",
+                             hovertemplate="%{y}: %{x:.2f} us measured<extra></extra>"))
+        fig.update_layout(barmode="group")
     fig.update_yaxes(autorange="reversed")
-    fig.update_xaxes(title="modeled time (us)")
-    _layout(fig, f"Modeled time per kernel (the {len(names)} slowest)", 140 + 18 * len(names))
+    fig.update_xaxes(title="time per call (us)")
+    title = "Modeled and measured" if measured is not None else "Modeled"
+    _layout(fig, f"{title} time per kernel (the {len(names)} slowest)",
+            140 + (30 if measured is not None else 18) * len(names))
     return to_div(fig, div_id)
 
 

@@ -55,7 +55,8 @@ def render_report(report: dict[str, Any]) -> str:
         except GraphvizMissing as err:
             graph_note = str(err)
     sections: list[Section] = [overview(report)]
-    kernels, hw = kernel_costs(graph, report.get("target", "")) if graph is not None else ([], None)
+    kernels, hw = (kernel_costs(graph, report.get("target", ""), report.get("measured")) if graph is not None
+                   else ([], None))
     if kernels:
         sections.append(kernel_section(report, kernels, hw))
     sections.append(stage_section(report))
@@ -113,26 +114,63 @@ def kernel_section(report: dict[str, Any], kernels: list[Any], hw: Any) -> Secti
     if report.get("kiln_ms") and total_flops and report.get("target") != "hls":
         measured = {"flops": total_flops, "seconds": report["kiln_ms"] * 1e-3,
                     "intensity": total_flops / total_bytes if total_bytes else 0.0}
-    sec = Section("kernels", "Kernels: modeled time on the roofline")
+    timed = [k for k in kernels if k.measured_us is not None]
+    sec = Section("kernels", "Kernels: modeled and measured time on the roofline")
     sec.solver = [("hardware", f"{hw.name}: {hw.flops() / 1e9:.0f} GFLOP/s fp32, {hw.mem_bandwidth / 1e9:.1f} GB/s, "
                                f"{hw.launch_overhead_s * 1e6:.1f} us per kernel"),
                   ("kernels", fmt(len(kernels))),
                   ("modeled total", f"{sum(k.modeled_us for k in kernels):,.1f} us"),
-                  ("measured", f"{fmt(report.get('kiln_ms'))} ms whole model" if measured else
-                   "not measured per kernel (the whole model's time is in the overview)")]
+                  ("measured per kernel", measured_summary(report.get("measured"), timed, len(kernels)))]
+    if measured:
+        sec.solver.append(("measured whole model", f"{fmt(report.get('kiln_ms'))} ms ({report.get('timing_mode', '')})"))
     sec.figures.append(figures.roofline(kernels, hw, measured))
-    slowest = sorted(kernels, key=lambda k: -k.modeled_us)[:25]
+    slowest = sorted(kernels, key=lambda k: -max(k.modeled_us, k.measured_us or 0.0))[:25]
     labels = [f"{k.name} ({'+'.join(k.ops[:3])}{'+...' if len(k.ops) > 3 else ''})" for k in slowest]
-    sec.figures.append(figures.kernel_times(labels, [k.modeled_us for k in slowest]))
+    sec.figures.append(figures.kernel_times(labels, [k.modeled_us for k in slowest],
+                                            [k.measured_us for k in slowest] if timed else None))
     no_flops = sum(1 for k in kernels if not k.flops)
     if no_flops:
         sec.notes.append(f"{no_flops} of {len(kernels)} kernels do no arithmetic (data movement: reshape, permute, "
                          "slice, ...): they have no point on the roofline's log axes, only a modeled time")
+    unattributed = unattributed_calls(report.get("measured"))
+    if unattributed:
+        sec.notes.append("measured calls not attributed to a Kiln kernel: " + ", ".join(unattributed))
+    above = [k for k in timed if k.flops and k.bytes_moved and k.measured_flops_per_s > min(hw.flops(), k.intensity * hw.mem_bandwidth)]
+    if above:
+        sec.notes.append(f"{len(above)} kernels measured above the roofline: their operands sit in cache, while the "
+                         "model charges every byte at memory bandwidth")
     rows = [[k.name, ", ".join(k.ops[:8]) + (" ..." if len(k.ops) > 8 else ""), fmt(k.flops), fmt(k.bytes_moved),
-             fmt(round(k.intensity, 3)), fmt(k.modeled_us), k.path] for k in kernels]
+             fmt(round(k.intensity, 3)), fmt(k.modeled_us), measured_cell(k, bool(timed)), k.path] for k in kernels]
     sec.tables.append(Table("Every kernel", ["kernel", "ops", "FLOPs", "bytes moved", "FLOP/byte",
-                                             "modeled (us)", "path"], rows))
+                                             "modeled (us)", "measured (us)", "path"], rows))
     return sec
+
+
+def measured_cell(kernel: Any, any_timed: bool) -> str:
+    if kernel.measured_us is not None:
+        return fmt(round(kernel.measured_us, 2))
+    if any_timed and set(kernel.ops) <= {"reshape"}:
+        return "no call (a view)"
+    return "not measured"
+
+
+def measured_summary(measured: dict[str, Any] | None, timed: list[Any], num_kernels: int) -> str:
+    """One line: the kernels' measured sum against the whole call they were measured in."""
+    if not measured:
+        return "not measured (the report was rendered from a compile that did not measure: kiln compile --report does)"
+    if not timed:
+        reasons = {p.get("not_measured") for p in measured.get("partitions") or [] if p.get("not_measured")}
+        return "; ".join(sorted(reasons)) or "not measured"
+    total = sum(k.measured_us for k in timed)
+    overhead = sum(p.get("vm_overhead_us", 0.0) for p in measured.get("partitions") or [])
+    return (f"{len(timed)} of {num_kernels} kernels timed, {total:,.1f} us in kernels + {overhead:,.1f} us in VM "
+            f"builtins, of a {fmt(measured.get('call_ms'))} ms call (median of {measured.get('repeats')} runs, "
+            "each kernel on the real inputs)")
+
+
+def unattributed_calls(measured: dict[str, Any] | None) -> list[str]:
+    return [f"{c['symbol']} ({c['us']:.1f} us)" for p in (measured or {}).get("partitions") or []
+            for c in p.get("calls") or [] if "group" not in c and c.get("op_index") is None]
 
 
 def stage_section(report: dict[str, Any]) -> Section:

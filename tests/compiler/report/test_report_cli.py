@@ -33,7 +33,7 @@ def test_compile_report_then_kiln_report_of_the_out_dir(tmp_path: Path, monkeypa
     assert "optimized_ir" not in printed["partitions"][0]  # --json stays small
     # the stages the progress line shows on a terminal (not drawn here: no terminal)
     assert stages == ["capture", "passes", "build", "running against eager", "timing against eager",
-                      "writing the HTML report"]
+                      "measuring each kernel", "writing the HTML report"]
     assert "optimized_ir" not in json.loads((out / "report.json").read_text())["partitions"][0]
     html = page.read_text()
     assert 'id="decision-fusion"' in html and 'id="graph-svg"' in html and "eager" in html
