@@ -58,6 +58,9 @@ class TVMKernel:
     # so that a later compile of the same captured IR binds that model's weights (reload.py).
     binding: object = None
     artifact_path: Path | None = None
+    # The VM itself: `backends/tvm/profile.py` instruments its calls for the HTML report's
+    # measured per-kernel times (only when a report is asked for; calls never pay for it).
+    vm: object = None
     # The VM runs no torch op that autograd records: callers need no `torch.no_grad()`
     # around it (the context manager is ~1.5 us, a sixth of a tiny graph's call).
     autograd_free: ClassVar[bool] = True
@@ -175,7 +178,7 @@ class TVMBackend:
             vm["main"], params, num_kernels, hit, artifacts, lowered.reference_ops, tuned, hits,
             lowered.quant_paths, lowered.dense_paths,
             {"tvm": pool.num_threads, "torch": pool.torch_threads or pool.num_threads},
-            shared_output_positions(program), (lowered.param_names, lowered.derived), path,
+            shared_output_positions(program), (lowered.param_names, lowered.derived), path, vm,
         )
 
 
