@@ -34,6 +34,8 @@ QUANT_ATTR_DOC = """`quant` on each decided contraction (kiln.linear / kiln.conv
   bytes       exact bytes of packed codes + scales; fp32_bytes the original; bits per weight
   sensitivity the measured (or proxy / prior) output change; latency_us the modeled time
   mode        "weight-only" | "weight-activation"
+  uniform_format, uniform_bytes, uniform_sensitivity: the layer under the uniform baseline
+              (the summary's `baseline_uniform`: least summed sensitivity within the budget)
   act_format  concrete activation format (weight-activation mode only), act_axis its axis,
               act_scale the static per-tensor scale from calibration (absent: dynamic)"""
 
@@ -158,11 +160,27 @@ def _summary(d: Decision, layers: Sequence[Layer], mode: str, solver: str) -> di
         for j, f in enumerate(p.options[0]):
             out[f"uniform_{f}_bytes"] = sum(p.nbytes[l][j] for l in range(len(p.layers)))
             out[f"uniform_{f}_objective"] = sum(p.cost[l][j] for l in range(len(p.layers)))
+        base = uniform_baseline(p)
+        out["baseline_uniform"] = p.options[0][base]
+        out["baseline_bytes"] = p.bytes_of([base] * len(p.layers))
+        out["baseline_objective"] = p.cost_of([base] * len(p.layers))
     return out
+
+
+def uniform_baseline(p: Problem) -> int:
+    """The uniform format the choice is judged against, as an option index: the one of
+    least summed sensitivity within the byte budget (what a user picks without a solver),
+    or the smallest when none fits."""
+    n = len(p.layers)
+    fits = [j for j in range(len(p.options[0])) if p.bytes_of([j] * n) <= p.budget]
+    if fits:
+        return min(fits, key=lambda j: (p.cost_of([j] * n), p.bytes_of([j] * n)))
+    return min(range(len(p.options[0])), key=lambda j: p.bytes_of([j] * n))
 
 
 def write_decision(layers: Sequence[Layer], d: Decision, mode: str) -> None:
     p, choice = d.problem, d.solution.choice
+    base = uniform_baseline(p) if layers else 0
     for l, layer in enumerate(layers):
         plan = d.plans[layer.weight]
         j = choice[l]
@@ -178,6 +196,10 @@ def write_decision(layers: Sequence[Layer], d: Decision, mode: str) -> None:
             "sensitivity": FloatAttr(float(p.cost[l][j]), f64),
             "latency_us": FloatAttr(p.latency[l][j] * 1e6 if p.latency else 0.0, f64),
             "mode": StringAttr(mode),
+            # the same layer under the summary's `baseline_uniform` format
+            "uniform_format": StringAttr(p.options[l][base]),
+            "uniform_bytes": IntegerAttr(p.nbytes[l][base], i64),
+            "uniform_sensitivity": FloatAttr(float(p.cost[l][base]), f64),
         }
         if plan.act_format is not None:
             data["act_format"] = StringAttr(plan.act_format)
