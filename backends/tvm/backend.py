@@ -65,6 +65,14 @@ class TVMKernel:
     # around it (the context manager is ~1.5 us, a sixth of a tiny graph's call).
     autograd_free: ClassVar[bool] = True
 
+    def __post_init__(self) -> None:
+        # The parameters as TVM tensors, made once: passing a torch tensor costs a DLPack
+        # exchange on every call (0.14 us each; MobileNetV2 binds 313 parameters, 44 us a
+        # call before any kernel ran). They share the torch tensors' memory.
+        import tvm
+
+        self._call_params = [tvm.runtime.from_dlpack(p) for p in self.params]
+
     @property
     def param_bytes(self) -> int:
         """Bytes of the parameters bound to the executable (packed codes stay packed)."""
@@ -76,7 +84,7 @@ class TVMKernel:
         # expand output) is rejected by the VM, so it is made compact first.
         if not all(a.is_contiguous() for a in args):
             args = tuple(a.contiguous() for a in args)
-        outs = _as_list(self.vm_main(*args, *self.params))
+        outs = _as_list(self.vm_main(*args, *self._call_params))
         for i in self.shared_outputs:
             outs[i] = outs[i].clone()
         return outs
@@ -106,6 +114,7 @@ class TVMBackend:
         from backends.fresh_outputs import shared_output_positions
         from backends.tvm import library
         from backends.tvm.arena import memory_pipeline, record_memory
+        from backends.tvm.attention_tir import AttentionOptions
         from backends.tvm.compile import build_executable
         from backends.tvm.conv_direct import ConvOptions
         from backends.tvm.dense_packed import DenseOptions
@@ -129,10 +138,13 @@ class TVMBackend:
                              library_threads=pool.torch_threads or pool.num_threads)
         if dense != DenseOptions():
             ir_text += f"\0dense:{dense.policy}:{dense.threads}:{dense.library_threads}"
-        # Which convolutions run the direct TIR kernel (`conv_direct.py`): extra["conv"] is
-        # auto, direct or library; the chosen path of each is in `paths` below (the key).
+        # Which convolutions run the direct TIR kernel (`conv_direct.py`, extra["conv"]: auto,
+        # direct or library) and which attention ops the TIR one (`attention_tir.py`,
+        # extra["attention"]: auto, tir or library); each path is in `paths` below (the key).
         conv = ConvOptions(policy=options.extra.get("conv", "auto"), threads=min(threads, pool.num_threads))
-        lowered = lower_program(program, dense, conv)
+        attention = AttentionOptions(policy=options.extra.get("attention", "auto"),
+                                     threads=min(threads, pool.num_threads))
+        lowered = lower_program(program, dense, conv, attention)
         params = [t.detach().contiguous() for t in lowered.bind(program.params)]
         # The lowering's decisions that depend on this host (which linears run packed, each
         # quantized weight's path) and the executable's parameter signature are part of the

@@ -20,25 +20,20 @@ Two kernels, NCHW in and out like the rest of Kiln's TVM lowering (no relayout b
   plane of one channel staged in a small buffer first.
 
 Padding is done inside the kernel (a zero-filled staging buffer), so no pad op runs first.
-`ConvPlan` decides for a whole program before lowering, like `dense_packed.DensePlan`.
+`conv_plan.ConvPlan` decides for a whole program before lowering (and folds batch norms
+and activations into the kernel's write-back).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import torch
-from tvm import relax, s_tir, te, tirx
+from tvm import s_tir, te, tirx
 
 from backends.tvm.dense_packed import MIN_PARALLEL_MACS, OPAQUE
 from backends.tvm.schedule import SCHEDULE_ATTR
-from backends.tvm.target import host_lanes
-from ir import dtypes
-from ir.core import KilnOp
-from ir.ops.contraction import Conv2dOp
-from ir.ops.sources import ParamOp
 
 POLICIES = ("auto", "direct", "library")
 
@@ -146,17 +141,34 @@ def _padded(x: te.Tensor, s: ConvShape) -> te.Tensor:
     )
 
 
-def conv_direct_func(s: ConvShape, bias: bool, lanes: int, threads: int = 2) -> tirx.PrimFunc:
-    """Scheduled PrimFunc `(x [N,Ci,H,W], Wp, [bias [Co]], out [N,Co,OH,OW])`."""
+Activation = tuple[float | None, float | None] | None  # clamp bounds applied on write-back
+
+
+def conv_direct_func(
+    s: ConvShape, bias: bool, lanes: int, threads: int = 2, activation: Activation = None
+) -> tirx.PrimFunc:
+    """Scheduled PrimFunc `(x [N,Ci,H,W], Wp, [bias [Co]], out [N,Co,OH,OW])`; `activation`
+    clamps the result (ReLU is `(0, None)`, ReLU6 `(0, 6)`) as it is written back."""
     x = te.placeholder((s.n, s.ci, s.h, s.w), "float32", name="x")
     b = te.placeholder((s.co,), "float32", name="bias") if bias else None
     parallel = threads > 1 and s.macs >= MIN_PARALLEL_MACS
     if s.depthwise:
-        return _depthwise(s, x, b, lanes, parallel)
-    return _general(s, x, b, lanes, parallel)
+        return _depthwise(s, x, b, lanes, parallel, activation)
+    return _general(s, x, b, lanes, parallel, activation)
 
 
-def _general(s: ConvShape, x: te.Tensor, b: te.Tensor | None, lanes: int, parallel: bool) -> tirx.PrimFunc:
+def _epilogue(v: tirx.PrimExpr, b: te.Tensor | None, co: tirx.PrimExpr, activation: Activation) -> tirx.PrimExpr:
+    v = v + b[co] if b is not None else v
+    if activation is not None:
+        lo, hi = activation
+        v = tirx.max(v, tirx.const(lo, "float32")) if lo is not None else v
+        v = tirx.min(v, tirx.const(hi, "float32")) if hi is not None else v
+    return v
+
+
+def _general(
+    s: ConvShape, x: te.Tensor, b: te.Tensor | None, lanes: int, parallel: bool, activation: Activation
+) -> tirx.PrimFunc:
     cg, cog = s.ci // s.groups, s.co // s.groups
     cb = channel_block(cog, lanes)
     oh, ow = s.out_hw
@@ -177,8 +189,7 @@ def _general(s: ConvShape, x: te.Tensor, b: te.Tensor | None, lanes: int, parall
     acc = te.compute((s.n, s.co // cb, pixels, cb), acc_at, name="acc")
 
     def out_at(n, co, i, j):
-        v = acc[n, co // cb, i * ow + j, co % cb]
-        return v + b[co] if b is not None else v
+        return _epilogue(acc[n, co // cb, i * ow + j, co % cb], b, co, activation)
 
     out = te.compute((s.n, s.co, oh, ow), out_at, name="out")
     func = te.create_prim_func([x, wp, *([b] if b is not None else []), out])
@@ -204,7 +215,9 @@ def _general(s: ConvShape, x: te.Tensor, b: te.Tensor | None, lanes: int, parall
     return sch.mod["main"].with_attr(SCHEDULE_ATTR, "conv_direct").with_attr("op_pattern", OPAQUE)
 
 
-def _depthwise(s: ConvShape, x: te.Tensor, b: te.Tensor | None, lanes: int, parallel: bool) -> tirx.PrimFunc:
+def _depthwise(
+    s: ConvShape, x: te.Tensor, b: te.Tensor | None, lanes: int, parallel: bool, activation: Activation
+) -> tirx.PrimFunc:
     oh, ow = s.out_hw
     (sh, sw), (dh, dw) = s.stride, s.dilation
     w = te.placeholder((s.co, s.kh, s.kw), "float32", name="w")
@@ -215,8 +228,8 @@ def _depthwise(s: ConvShape, x: te.Tensor, b: te.Tensor | None, lanes: int, para
         lambda n, c, i, j: te.sum(xp[n, c, i * sh + rh * dh, j * sw + rw * dw] * w[c, rh, rw], axis=[rh, rw]),
         name="acc",
     )
-    out = te.compute((s.n, s.co, oh, ow), lambda n, c, i, j: acc[n, c, i, j] + b[c] if b is not None
-                     else acc[n, c, i, j], name="out")
+    out = te.compute((s.n, s.co, oh, ow), lambda n, c, i, j: _epilogue(acc[n, c, i, j], b, c, activation),
+                     name="out")
     func = te.create_prim_func([x, w, *([b] if b is not None else []), out])
     sch = s_tir.Schedule(func)
     acc_b, out_b = sch.get_sblock("acc"), sch.get_sblock("out")
@@ -242,83 +255,6 @@ def _depthwise(s: ConvShape, x: te.Tensor, b: te.Tensor | None, lanes: int, para
     return sch.mod["main"].with_attr(SCHEDULE_ATTR, "conv_depthwise").with_attr("op_pattern", OPAQUE)
 
 
-# ---- planning a program ------------------------------------------------------------------
-@dataclass
-class DirectConv:
-    shape: ConvShape
-    cb: int
-    weight: str  # the parameter's name
-    func: tirx.PrimFunc  # the scheduled kernel
-
-
-@dataclass
-class ConvPlan:
-    """Which convolutions of a block take the direct kernel, decided before lowering.
-
-    A convolution qualifies when it is float32, its weight is a `kiln.param`, it is alone
-    in its fusion group and `use_direct` says so. A parameter whose every use is such a
-    weight is bound packed only (`replaced`).
-    """
-
-    sites: dict[KilnOp, DirectConv] = field(default_factory=dict)
-    replaced: set[str] = field(default_factory=set)
-    paths: dict[str, str] = field(default_factory=dict)  # weight -> path taken, and why
-    lanes: int = 16
-    _packed: dict[str, relax.Var] = field(default_factory=dict)
-
-    @staticmethod
-    def of(block: Any, options: ConvOptions | None = None) -> ConvPlan:
-        options = options or ConvOptions()
-        plan = ConvPlan(lanes=host_lanes())
-        sizes: dict[int, int] = {}
-        for op in block.ops:
-            if (group := op.attributes.get("group")) is not None:
-                sizes[group.value.data] = sizes.get(group.value.data, 0) + 1
-        for op in block.ops:
-            if not isinstance(op, Conv2dOp) or not isinstance(op.operands[1].owner, ParamOp):
-                continue
-            site, why = _site(op, sizes, options, plan.lanes)
-            plan.paths[op.operands[1].owner.opt("name")] = why
-            if site is not None:
-                plan.sites[op] = site
-        only: dict[str, bool] = {}
-        for op in block.ops:
-            if isinstance(op, ParamOp):
-                direct = all(u.operation in plan.sites and u.index == 1 for u in op.result.uses)
-                only[op.opt("name")] = only.get(op.opt("name"), True) and direct
-        weights = {site.weight for site in plan.sites.values()}
-        plan.replaced = {name for name, ok in only.items() if ok and name in weights}
-        return plan
-
-    def emit(self, bb: relax.BlockBuilder, step: list[KilnOp], env: dict, derived: Any) -> bool:
-        """Emit `step` if it is a direct convolution; False leaves it to the lowering's table."""
-        site = self.sites.get(step[0]) if len(step) == 1 else None
-        if site is None:
-            return False
-        op, s = step[0], site.shape
-        bias = op.operands[2] if len(op.operands) > 2 else None
-        func = site.func
-        kind = "dw" if s.depthwise else "conv"
-        dims = "x".join(map(str, (s.n, s.ci, s.h, s.w, s.co, s.kh, s.kw)))
-        gv = bb.add_func(func.without_attr("global_symbol"), f"kiln_{kind}_{dims}_s{s.stride[0]}")
-        args = [env[op.operands[0]], self._packed_weight(site, derived)] + ([env[bias]] if bias is not None else [])
-        out_ty = relax.TensorType([s.n, s.co, *s.out_hw], "float32")
-        env[op.results[0]] = bb.emit(relax.call_tir(gv, args, out_ty))
-        return True
-
-    def _packed_weight(self, site: DirectConv, derived: Any) -> relax.Var:
-        if site.weight not in self._packed:
-            s, name, cb = site.shape, site.weight, site.cb
-            if s.depthwise:
-                shape = [s.co, s.kh, s.kw]
-            else:
-                shape = [s.co // cb, s.ci // s.groups, s.kh, s.kw, cb]
-            self._packed[site.weight] = derived.add(
-                f"{name}.conv{cb}", lambda p: pack_weight(p[name], s, cb), shape, "float32"
-            )
-        return self._packed[site.weight]
-
-
 def use_direct(shape: ConvShape, options: ConvOptions, lanes: int) -> bool:
     """The rule: `direct`/`library` force it; `auto` takes every convolution up to the
     multiply-adds `ConvOptions` allows for its threads, on a host with AVX2 or wider."""
@@ -326,24 +262,3 @@ def use_direct(shape: ConvShape, options: ConvOptions, lanes: int) -> bool:
         return options.policy == "direct"
     most = options.max_macs_parallel if options.threads > 1 else options.max_macs_serial
     return lanes >= options.min_lanes and shape.macs <= most
-
-
-def _site(op: Conv2dOp, sizes: dict[int, int], options: ConvOptions, lanes: int) -> tuple[DirectConv | None, str]:
-    group = op.attributes.get("group")
-    if group is not None and sizes[group.value.data] != 1:
-        return None, "library: fused with other ops"
-    if any(dtypes.dtype_of(v.type) != torch.float32 for v in [*op.operands, op.results[0]]):
-        return None, "library: not float32"
-    (n, ci, h, w), (co, _, kh, kw) = dtypes.shape_of(op.operands[0].type), dtypes.shape_of(op.operands[1].type)
-    shape = ConvShape(n, ci, h, w, co, kh, kw, tuple(op.opt("stride")), tuple(op.opt("padding")),
-                      tuple(op.opt("dilation")), int(op.opt("groups")))
-    if not use_direct(shape, options, lanes):
-        return None, f"library: {shape.macs} multiply-adds, outside the rule (policy {options.policy})"
-    cb = 1 if shape.depthwise else channel_block(co // shape.groups, lanes)
-    try:  # scheduled here, so a shape the schedule cannot take stays on the library
-        func = conv_direct_func(shape, len(op.operands) > 2, lanes, options.threads)
-    except Exception as exc:  # noqa: BLE001 - any schedule error means: not this kernel
-        return None, f"library: the direct schedule failed ({type(exc).__name__})"
-    kind = "depthwise" if shape.depthwise else f"cb={cb} mt={pixel_tile(cb, lanes, shape.out_hw)}"
-    site = DirectConv(shape, cb, op.operands[1].owner.opt("name"), func)
-    return site, f"direct conv: {kind}, {shape.macs} MACs"

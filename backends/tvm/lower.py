@@ -26,7 +26,9 @@ from xdsl.dialects import func
 from xdsl.ir import SSAValue
 
 from backends.tvm import library
-from backends.tvm.conv_direct import ConvOptions, ConvPlan
+from backends.tvm.attention_tir import AttentionOptions, AttentionPlan
+from backends.tvm.conv_direct import ConvOptions
+from backends.tvm.conv_plan import ConvPlan
 from backends.tvm.dense_packed import DenseOptions, DensePlan
 from backends.tvm.reference import emit_reference
 from ir import dtypes
@@ -350,7 +352,12 @@ def bind_results(bb: relax.BlockBuilder, op: KilnOp, out: Any, env: dict[SSAValu
             env[r] = bb.emit(relax.TupleGetItem(out, i))
 
 
-def lower_program(program: Program, dense: DenseOptions | None = None, conv: ConvOptions | None = None) -> Lowered:
+def lower_program(
+    program: Program,
+    dense: DenseOptions | None = None,
+    conv: ConvOptions | None = None,
+    attention: AttentionOptions | None = None,
+) -> Lowered:
     """Relax module with `main(*inputs, *params)` returning a tuple of the outputs.
 
     Ops that the fusion pass put in one group (`group` attribute) become one Relax
@@ -374,6 +381,7 @@ def lower_program(program: Program, dense: DenseOptions | None = None, conv: Con
     quant = QuantLowering(block)
     dense_plan = DensePlan.of(block, dense)  # linears on packed weights; those bind packed only
     conv_plan = ConvPlan.of(block, conv)  # convolutions on the direct kernel, same idea
+    attention_plan = AttentionPlan.of(block, attention)  # small attention as one TIR kernel
     bound = [n for n in param_names if n not in dense_plan.replaced | conv_plan.replaced]
     with bb.function("main"):  # parameters are given at the end, once derived ones are known
         with bb.dataflow():
@@ -384,9 +392,14 @@ def lower_program(program: Program, dense: DenseOptions | None = None, conv: Con
                 elif isinstance(op, ConstantOp):
                     env[op.result] = tensor_const(op.to_tensor().numpy())
             for step in plan_steps(block):
+                step = conv_plan.remaining(step)  # less a batch norm (+ activation) folded into its conv
+                if not step:
+                    continue
                 if quant.emit(bb, step, env):  # packed weights: fused into their matmuls
                     continue
                 if dense_plan.emit(bb, step, env, derived) or conv_plan.emit(bb, step, env, derived):
+                    continue
+                if attention_plan.emit(bb, step, env):
                     continue
                 # A single-op group that becomes TIR is wrapped too, so every scheduled
                 # kernel has a stable name (`kiln_group_<id>`) that tuned configs refer to.
@@ -402,7 +415,7 @@ def lower_program(program: Program, dense: DenseOptions | None = None, conv: Con
     grouped = any("group" in op.attributes for op in block.ops)
     arena = {env[v].name: o for v, o in planned_offsets(block).items() if isinstance(env.get(v), relax.Var)}
     return Lowered(bb.get(), bound, reference_ops, quant.paths, [(n, fn) for n, fn, _ in derived.items], grouped,
-                   {**dense_plan.paths, **conv_plan.paths}, arena)
+                   {**dense_plan.paths, **conv_plan.paths, **attention_plan.paths}, arena)
 
 
 def tensor_type(value: SSAValue) -> relax.TensorType:

@@ -136,10 +136,13 @@ def _masked_fill(lw: Lowering, x, mask, value):
     return lw.emit(WhereOp.make(lw.value(mask), lw.value(value, like=vx), vx))
 
 
-@converts(aten.clamp.default, aten.clamp_min.default, aten.clamp_max.default, aten.hardtanh.default)
+@converts(aten.clamp.default, aten.clamp_min.default, aten.clamp_max.default, aten.hardtanh.default,
+          aten.relu6.default)
 def _clamp(lw: Lowering, x, lo=None, hi=None):
     if lw.node.target is aten.clamp_max.default:
         lo, hi = None, lo
+    if lw.node.target is aten.relu6.default:  # F.relu6 (MobileNet's activation) on export
+        lo, hi = 0.0, 6.0
     if lw.node.target is aten.hardtanh.default:
         lo, hi = (-1.0 if lo is None else lo), (1.0 if hi is None else hi)
     to_f = lambda v: None if v is None else float(v)  # noqa: E731

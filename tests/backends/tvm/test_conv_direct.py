@@ -137,3 +137,40 @@ def test_compiled_model_runs_direct_kernels_and_library_policy_does_not():
     assert len(paths) == 4 and all(p.startswith("direct conv") for p in paths.values()), paths
     assert any("depthwise" in p for p in paths.values())
     assert all(p.startswith("library") for p in library.report["dense_paths"].values())
+
+
+class _ConvBN(nn.Module):
+    """conv+bn+relu6, conv+bn then a residual add (the add stays a kernel), a conv whose
+    batch norm output is read twice (not absorbed past the batch norm)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.b1 = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.c2, self.b2 = nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8)
+        self.c3, self.b3 = nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8)
+        for bn in (self.b1, self.b2, self.b3):  # running statistics that are not the identity
+            bn.running_mean.uniform_(-1, 1)
+            bn.running_var.uniform_(0.5, 2)
+            bn.weight.data.uniform_(0.5, 1.5)
+            bn.bias.data.uniform_(-0.5, 0.5)
+
+    def forward(self, x):
+        h = nn.functional.relu6(self.b1(self.c1(x)))
+        h = self.b2(self.c2(h)) + x
+        g = self.b3(self.c3(h))
+        return torch.relu(g) * g
+
+
+def test_batch_norm_and_activation_fold_into_the_convolution():
+    torch.manual_seed(0)
+    model, x = _ConvBN().eval(), torch.randn(2, 8, 9, 9)
+    with torch.no_grad():
+        ref = model(x)
+    folded = compile_model(model, (x,), target="tvm", use_cache=False)
+    library = compile_model(model, (x,), target="tvm", use_cache=False, extra={"conv": "library"})
+    torch.testing.assert_close(folded(x), ref, **TOL)
+    torch.testing.assert_close(library(x), ref, **TOL)
+    paths = sorted(folded.report["dense_paths"].values())
+    assert sum("batch_norm+clamp" in p for p in paths) == 1, paths  # relu6 is a clamp
+    assert sum("+ batch_norm:" in p for p in paths) == 2, paths  # the add, the shared output
+    assert folded.report["num_kernels"] < library.report["num_kernels"]

@@ -1,0 +1,206 @@
+"""Which convolutions run the direct kernel (`conv_direct.py`), and what they absorb.
+
+Decided for a whole program before lowering, like `dense_packed.DensePlan`. A convolution
+qualifies when it is float32, its weight is a `kiln.param`, it is alone in its fusion group
+and `use_direct` says so.
+
+Epilogue: in a convnet nearly every convolution is followed by an inference batch norm and
+often an activation (ReLU, ReLU6), which the fusion pass groups into a kernel of their own
+(contractions are not fused with their consumers on this target), often with more (a
+residual add, the next convolution's padding). When the batch norm (on parameters) reads
+only the convolution, the plan absorbs it, and the `relu`/`clamp` right after it in the same
+group: the batch norm is folded into the packed weight and a
+bias at load time (W' = W * g / sqrt(var + eps), b' = (b - mean) * g / sqrt(var + eps) + beta,
+as derived parameters, so a warm reload recomputes them from the model's weights) and the
+activation becomes a clamp on write-back. The rest of the group stays a kernel (or none is
+left): the batch norm's pass over the feature map is gone. MobileNetV2 has 52 such pairs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tvm import relax, tirx
+
+from backends.tvm.conv_direct import (
+    Activation,
+    ConvOptions,
+    ConvShape,
+    channel_block,
+    conv_direct_func,
+    pack_weight,
+    pixel_tile,
+    use_direct,
+)
+from backends.tvm.target import host_lanes
+from ir import dtypes
+from ir.core import KilnOp
+from ir.ops.contraction import Conv2dOp
+from ir.ops.sources import ParamOp
+
+
+@dataclass
+class Epilogue:
+    """A batch norm (on parameters) and an optional clamp absorbed into a convolution."""
+
+    ops: list[KilnOp]  # the absorbed ops, in program order: batch_norm[, relu|clamp]
+    names: tuple[str, str, str, str]  # the batch norm's mean, var, weight, bias parameters
+    eps: float
+    activation: Activation
+
+
+@dataclass
+class DirectConv:
+    shape: ConvShape
+    cb: int
+    weight: str  # the parameter's name
+    bias: str | None  # the convolution's own bias parameter, if any
+    func: tirx.PrimFunc  # the scheduled kernel
+    epilogue: Epilogue | None = None
+
+
+@dataclass
+class ConvPlan:
+    """The plan: `sites` (with what each absorbs), `replaced` (parameters bound packed only),
+    `paths` (each convolution's path and why, for the report and the cache key)."""
+
+    sites: dict[KilnOp, DirectConv] = field(default_factory=dict)
+    replaced: set[str] = field(default_factory=set)
+    paths: dict[str, str] = field(default_factory=dict)
+    absorbed: set[KilnOp] = field(default_factory=set)
+    lanes: int = 16
+    _derived: dict[tuple, relax.Var] = field(default_factory=dict)
+
+    @staticmethod
+    def of(block: Any, options: ConvOptions | None = None) -> ConvPlan:
+        options = options or ConvOptions()
+        plan = ConvPlan(lanes=host_lanes())
+        groups: dict[int, list[KilnOp]] = {}
+        for op in block.ops:
+            if (group := op.attributes.get("group")) is not None:
+                groups.setdefault(group.value.data, []).append(op)
+        for op in block.ops:
+            if not isinstance(op, Conv2dOp) or not isinstance(op.operands[1].owner, ParamOp):
+                continue
+            site, why = _site(op, groups, options, plan.lanes)
+            plan.paths[op.operands[1].owner.opt("name")] = why
+            if site is not None:
+                plan.sites[op] = site
+                plan.absorbed |= set(site.epilogue.ops) if site.epilogue else set()
+        only: dict[str, bool] = {}
+        for op in block.ops:
+            if isinstance(op, ParamOp):
+                direct = all(u.operation in plan.sites and u.index == 1 for u in op.result.uses)
+                only[op.opt("name")] = only.get(op.opt("name"), True) and direct
+        weights = {site.weight for site in plan.sites.values()}
+        plan.replaced = {name for name, ok in only.items() if ok and name in weights}
+        return plan
+
+    def remaining(self, step: list[KilnOp]) -> list[KilnOp]:
+        """`step` without the ops absorbed into a convolution (emitted with it)."""
+        return [op for op in step if op not in self.absorbed]
+
+    def emit(self, bb: relax.BlockBuilder, step: list[KilnOp], env: dict, derived: Any) -> bool:
+        """Emit `step` if it is a direct convolution; False leaves it to the lowering's table."""
+        site = self.sites.get(step[0]) if len(step) == 1 else None
+        if site is None:
+            return False
+        op, s = step[0], site.shape
+        kind = "dw" if s.depthwise else "conv"
+        dims = "x".join(map(str, (s.n, s.ci, s.h, s.w, s.co, s.kh, s.kw)))
+        gv = bb.add_func(site.func.without_attr("global_symbol"), f"kiln_{kind}_{dims}_s{s.stride[0]}")
+        weight, folded_bias = self._weights(site, derived)
+        args = [env[op.operands[0]], weight]
+        if folded_bias is not None:
+            args.append(folded_bias)
+        elif len(op.operands) > 2:
+            args.append(env[op.operands[2]])
+        out = bb.emit(relax.call_tir(gv, args, relax.TensorType([s.n, s.co, *s.out_hw], "float32")))
+        env[op.results[0]] = out
+        if site.epilogue is not None:  # the absorbed ops' results are this kernel's output
+            env[site.epilogue.ops[-1].results[0]] = out
+        return True
+
+    def _weights(self, site: DirectConv, derived: Any) -> tuple[relax.Var, relax.Var | None]:
+        """The packed weight, and the folded bias when a batch norm was absorbed."""
+        s, name, cb, epi = site.shape, site.weight, site.cb, site.epilogue
+        shape = [s.co, s.kh, s.kw] if s.depthwise else [s.co // cb, s.ci // s.groups, s.kh, s.kw, cb]
+        if epi is None:
+            key = (name, cb)
+            if key not in self._derived:
+                self._derived[key] = derived.add(f"{name}.conv{cb}", lambda p: pack_weight(p[name], s, cb),
+                                                 shape, "float32")
+            return self._derived[key], None
+        key = (name, cb, epi.names)
+        if key not in self._derived:
+            fold = _folder(name, site.bias, epi)
+            self._derived[key] = (
+                derived.add(f"{name}.bnconv{cb}", lambda p: pack_weight(fold(p)[0], s, cb), shape, "float32"),
+                derived.add(f"{name}.bnbias", lambda p: fold(p)[1], [s.co], "float32"),
+            )
+        return self._derived[key]
+
+
+def _folder(weight: str, bias: str | None, epi: Epilogue):
+    """p -> (W', b'): the batch norm folded into the convolution, computed in float64."""
+    mean, var, gamma, beta = epi.names
+
+    def fold(p: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        w = p[weight].detach().double()
+        scale = p[gamma].detach().double() / torch.sqrt(p[var].detach().double() + epi.eps)
+        b = p[bias].detach().double() if bias is not None else torch.zeros_like(scale)
+        folded_b = (b - p[mean].detach().double()) * scale + p[beta].detach().double()
+        return (w * scale.reshape(-1, 1, 1, 1)).float().contiguous(), folded_b.float().contiguous()
+
+    return fold
+
+
+def _epilogue(conv: Conv2dOp) -> Epilogue | None:
+    """The batch norm (and the activation right after it, in its fusion group) that reads
+    only `conv`, if it can be absorbed. The rest of that group (a residual add, a pad for
+    the next convolution) stays a kernel of its own, reading the absorbed result."""
+    uses = list(conv.results[0].uses)
+    if len(uses) != 1 or uses[0].index != 0 or uses[0].operation.name != "kiln.batch_norm":
+        return None
+    bn = uses[0].operation
+    if not all(isinstance(v.owner, ParamOp) for v in bn.operands[1:5]):
+        return None  # a training-mode or computed batch norm: not foldable at load time
+    names = tuple(v.owner.opt("name") for v in bn.operands[1:5])
+    ops, activation = [bn], None
+    bn_uses = list(bn.results[0].uses)
+    act = bn_uses[0].operation if len(bn_uses) == 1 else None
+    if act is not None and act.attributes.get("group") == bn.attributes.get("group"):
+        if act.name == "kiln.relu":
+            ops, activation = [bn, act], (0.0, None)
+        elif act.name == "kiln.clamp":
+            ops, activation = [bn, act], (act.opt("min"), act.opt("max"))
+    return Epilogue(ops, names, float(bn.opt("eps")), activation)
+
+
+def _site(conv: Conv2dOp, groups: dict[int, list[KilnOp]], options: ConvOptions,
+          lanes: int) -> tuple[DirectConv | None, str]:
+    group = conv.attributes.get("group")
+    if group is not None and len(groups[group.value.data]) != 1:
+        return None, "library: fused with other ops"
+    if any(dtypes.dtype_of(v.type) != torch.float32 for v in [*conv.operands, conv.results[0]]):
+        return None, "library: not float32"
+    (n, ci, h, w), (co, _, kh, kw) = dtypes.shape_of(conv.operands[0].type), dtypes.shape_of(conv.operands[1].type)
+    shape = ConvShape(n, ci, h, w, co, kh, kw, tuple(conv.opt("stride")), tuple(conv.opt("padding")),
+                      tuple(conv.opt("dilation")), int(conv.opt("groups")))
+    if not use_direct(shape, options, lanes):
+        return None, f"library: {shape.macs} multiply-adds, outside the rule (policy {options.policy})"
+    has_bias = len(conv.operands) > 2
+    bias = conv.operands[2].owner.opt("name") if has_bias and isinstance(conv.operands[2].owner, ParamOp) else None
+    epilogue = _epilogue(conv) if bias is not None or not has_bias else None
+    cb = 1 if shape.depthwise else channel_block(co // shape.groups, lanes)
+    try:  # scheduled here, so a shape the schedule cannot take stays on the library
+        func = conv_direct_func(shape, has_bias or epilogue is not None, lanes, options.threads,
+                                epilogue.activation if epilogue else None)
+    except Exception as exc:  # noqa: BLE001 - any schedule error means: not this kernel
+        return None, f"library: the direct schedule failed ({type(exc).__name__})"
+    kind = "depthwise" if shape.depthwise else f"cb={cb} mt={pixel_tile(cb, lanes, shape.out_hw)}"
+    folded = " + " + "+".join(op.name.removeprefix("kiln.") for op in epilogue.ops) if epilogue else ""
+    site = DirectConv(shape, cb, conv.operands[1].owner.opt("name"), bias, func, epilogue)
+    return site, f"direct conv{folded}: {kind}, {shape.macs} MACs"
