@@ -59,13 +59,24 @@ def _build(gm: torch.fx.GraphModule, example_inputs: Sequence[Any], opts):
     from compiler.driver import compile_fx
     from compiler.state_guard import state_positions
 
+    index = opts.report
+    if index is not None:  # one page per graph, out.html their index (compiler/report/graphs.py)
+        from dataclasses import replace
+
+        from compiler.report.graphs import graph_page, record_graph
+
+        opts = replace(opts, report=graph_page(index))
     try:
         compiled = compile_fx(gm, example_inputs, opts)
     except CaptureError as err:
+        if index is not None:
+            record_graph(index, opts.report, None, f"ran in eager: {err}")
         if opts.strict:
             raise
         warnings.warn(f"kiln: running this graph in eager: {err}", stacklevel=3)
         return gm.forward, []
+    if index is not None:
+        record_graph(index, opts.report, compiled.report)
     run = compiled.flat
     needs_no_grad = compiled.needs_no_grad
 
