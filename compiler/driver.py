@@ -40,9 +40,19 @@ def compile_model(
     example_inputs: Sequence[Any],
     target: str = "tvm",
     pipeline: str | None = None,
+    mesh: str | int | Sequence[int] | None = None,
     **options: Any,
 ) -> CompiledModule:
-    """Compile `model` for `target`; the result is called like the model."""
+    """Compile `model` for `target`; the result is called like the model.
+
+    With `mesh` (inside a process group the caller started, e.g. under torchrun), the
+    model is planned with the shard pass for that mesh (`pipeline` may name its options)
+    and the result runs this rank's part: `compiler/distributed/sharded_module.py`.
+    """
+    if mesh is not None:
+        from compiler.distributed.sharded_module import compile_sharded
+
+        return compile_sharded(model, example_inputs, mesh, pipeline, backend=target)  # type: ignore[return-value]
     opts = CompileOptions.from_mapping({"target": target, "pipeline": pipeline, **options})
     start = time.perf_counter()
     _stage(opts, "capture")

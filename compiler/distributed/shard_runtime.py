@@ -1,19 +1,19 @@
 """One rank of a sharded plan: local shards, local ops, and the collectives the plan names.
 
-Each rank parses the planned IR and walks it in order. A value lives as (local tensor,
-placement). Before an op, every operand is redistributed to the placement the op's
-strategy wants (`kiln.operand_placements`) by executing `reshard_steps`, the same steps
-the cost model priced: all_gather / all_to_all_single on the mesh axis's process group,
-or a free local slice. The op then runs on local shards through its reference (eager
-torch) implementation; a reshape gets its local shape, and a contraction split along its
-reduced dim all-reduces (then adds its bias) on the axes in `kiln.all_reduce`.
+Each rank parses the planned IR and cuts it into local programs (`local_program.py`):
+runs of ops on this rank's shards, with local shapes, built by a Kiln backend (`tvm` by
+default, `eager` = the reference interpreter) through that backend's own pipeline and
+build. Between them stay the collectives: an operand whose placement differs from the
+one its op's strategy wants (`kiln.operand_placements`) is redistributed by executing
+`reshard_steps`, the same steps the cost model priced (all_gather / all_to_all_single
+on the mesh axis's process group), and a contraction split along its reduced dim
+all-reduces on the axes in `kiln.all_reduce` before its bias add.
 
 Why explicit collectives rather than DTensor: the plan already names every collective,
 so issuing exactly those keeps the count checkable (predicted == issued by construction
 of one step list) and keeps the runtime independent of DTensor's own sharding
-propagation, which would pick its own redistributions. Local ops run eager (the
-interpreter's reference kernels), not TVM: building a TVM module per rank for local
-shapes is not done yet.
+propagation, which would pick its own redistributions, and keeps the local programs
+plain kiln IR that any backend builds.
 """
 
 from __future__ import annotations
@@ -27,13 +27,11 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
-from xdsl.dialects import func
 
 from compiler.distributed.launch import RankContext
+from compiler.distributed.local_program import LocalPlan, Segment
 from cost_models import comm
-from ir import dtypes
-from passes.shard.placement import Placement, local_shape, parse, replicated, reshard_steps
+from passes.shard.placement import Placement, reshard_steps
 
 
 class Mesh:
@@ -132,62 +130,49 @@ def reshard(x: torch.Tensor, src: Placement, dst: Placement, shape: tuple[int, .
     return x
 
 
-def run_local(fn: func.FuncOp, inputs: list[torch.Tensor], params: dict[str, torch.Tensor],
-              coll: Collectives) -> list[torch.Tensor]:
-    mesh = coll.mesh
-    arg_pl = [parse(t) for t in fn.attributes["kiln.arg_placements"].data.split(";")]  # type: ignore[union-attr]
-    env: dict[Any, tuple[torch.Tensor, Placement]] = {}
-    for arg, x, p in zip(fn.body.block.args, inputs, arg_pl):
-        env[arg] = (shard_of(x, p, mesh), p)
-    for op in fn.body.block.ops:
-        if isinstance(op, func.ReturnOp):
-            rep = replicated(mesh.shape)
-            return [reshard(env[v][0], env[v][1], rep, dtypes.shape_of(v.type), coll) for v in op.operands]
-        out_p = parse(op.attributes["kiln.placement"].data)  # type: ignore[union-attr]
-        if op.name == "kiln.param":
-            env[op.results[0]] = (shard_of(params[op.opt("name")], out_p, mesh), out_p)  # type: ignore[attr-defined]
-            continue
-        if op.name == "kiln.constant":
-            env[op.results[0]] = (shard_of(op.reference(), out_p, mesh), out_p)  # type: ignore[attr-defined]
-            continue
-        wants = [parse(t) for t in op.attributes["kiln.operand_placements"].data.split(";")]  # type: ignore[union-attr]
-        local = [reshard(env[v][0], env[v][1], q, dtypes.shape_of(v.type), coll) for v, q in zip(op.operands, wants)]
-        reduce_axes = [int(a) for a in op.attributes["kiln.all_reduce"].data.split(",")] \
-            if "kiln.all_reduce" in op.attributes else []  # type: ignore[union-attr]
-        out = _apply(op, local, out_p, reduce_axes, coll)
-        for r, value in zip(op.results, out if isinstance(out, tuple) else (out,)):
-            env[r] = (value, out_p)  # several results (top-k) are replicated alike
-    raise RuntimeError("function has no return")
+def run_cut(plan: LocalPlan, inputs: list[torch.Tensor], coll: Collectives) -> list[torch.Tensor]:
+    """Run this rank's local programs, issuing the plan's collectives between them."""
+    env: dict[Any, torch.Tensor] = dict(plan.constants)
+    for key, x, p in zip(plan.arg_keys, inputs, plan.arg_placements):
+        env[key] = shard_of(x, p, coll.mesh)
+    for step in plan.steps:
+        if isinstance(step, Segment):
+            env.update(zip(step.outputs, step.kernel(*[env[k] for k in step.inputs])))
+        elif step.kind == "reshard":
+            src, dst, shape = step.placement
+            env[step.dst] = reshard(env[step.src], src, dst, shape, coll)
+        else:
+            y = env[step.src]
+            for axis in step.placement:
+                y = coll.all_reduce(y, axis)
+            env[step.dst] = y
+    return [env[k] for k in plan.result_keys]
 
 
-def _apply(op, local: list[torch.Tensor], out_p: Placement, reduce_axes: list[int], coll: Collectives) -> torch.Tensor:
-    if op.name == "kiln.reshape":
-        return local[0].reshape(local_shape(out_p, dtypes.shape_of(op.results[0].type), coll.mesh.shape))
-    if not reduce_axes:
-        return op.reference(*local)
-    if op.name == "kiln.linear":
-        y = F.linear(local[0], local[1])
-    elif op.name == "kiln.matmul":
-        y = torch.matmul(local[0], local[1])
-    else:
-        raise RuntimeError(f"{op.name} has a reduced-dim split but no partial-sum rule")
-    for axis in reduce_axes:
-        y = coll.all_reduce(y, axis)
-    return y + local[2] if len(local) == 3 else y
-
-
-def run_rank(ctx: RankContext, payload: tuple, inputs: tuple[torch.Tensor, ...],
-             expected: list[torch.Tensor] | None, atol: float, rtol: float, repeats: int = 3) -> dict[str, Any]:
+def prepare(text: str, params: dict[str, torch.Tensor], mesh: Mesh, backend: str) -> tuple[LocalPlan, dict]:
+    """Parse the planned IR, cut this rank's local programs, build them with `backend`."""
+    from compiler.distributed import local_program
+    from compiler.driver import default_cache_dir
     from ir import parse_module
     from ir.program import entry_function
 
-    text, params, order, predicted, summary = payload
     fn = entry_function(parse_module(text))
+    plan = local_program.cut(fn, params, mesh.shape, mesh.coords)
+    # one artifact folder per rank: ranks build at the same moment and must not race on a file
+    cache = default_cache_dir() / "distributed" / f"rank{_ravel(mesh.coords, mesh.shape)}"
+    return plan, local_program.build(plan, backend, num_threads=1, cache_dir=cache)
+
+
+def run_rank(ctx: RankContext, payload: tuple, inputs: tuple[torch.Tensor, ...],
+             expected: list[torch.Tensor] | None, atol: float, rtol: float, repeats: int = 3,
+             backend: str = "tvm") -> dict[str, Any]:
+    text, params, order, predicted, summary = payload
     mesh = Mesh(ctx.mesh, ctx.rank)
+    plan, built = prepare(text, params, mesh, backend)
     ordered = [inputs[i] for i in order]
     coll = Collectives(mesh)
     with torch.no_grad():
-        outs = run_local(fn, ordered, params, coll)
+        outs = run_cut(plan, ordered, coll)
     issued = dict(coll.calls)
     sent_mb = coll.sent / 1e6
     times = []
@@ -195,14 +180,14 @@ def run_rank(ctx: RankContext, payload: tuple, inputs: tuple[torch.Tensor, ...],
         dist.barrier()
         start = time.perf_counter()
         with torch.no_grad():
-            run_local(fn, ordered, params, Collectives(mesh))
+            run_cut(plan, ordered, Collectives(mesh))
         times.append(time.perf_counter() - start)
     measured = statistics.median(times)
     report: dict[str, Any] = {
         "rank": ctx.rank, "issued": issued, "predicted": predicted, "collectives_match": issued == predicted,
         "sent_mb": sent_mb, "modeled_comm_mb": float(summary.get("comm_mb", math.nan)),
         "measured_ms": measured * 1e3, "modeled_ms": float(summary.get("time_us", math.nan)) / 1e3,
-        "chosen": summary.get("chosen"), "status": summary.get("status"), "executor": "eager (reference ops)",
+        "chosen": summary.get("chosen"), "status": summary.get("status"), **built,
     }
     if expected is not None:
         errs = [float((a - b).abs().max()) for a, b in zip(outs, expected)]
@@ -214,7 +199,8 @@ def run_rank(ctx: RankContext, payload: tuple, inputs: tuple[torch.Tensor, ...],
 def run_many(ctx: RankContext, jobs: list[tuple]) -> list[dict[str, Any]]:
     """Several planned models in one process group (tests: one spawn checks every plan).
 
-    A job is (kind, payload, inputs, expected, atol, rtol), kind "shard" or "pipeline".
+    A job is (kind, payload, inputs, expected, atol, rtol[, backend]), kind "shard",
+    "pipeline" or "compiled".
     """
     from compiler.distributed import pipeline_runtime
 
@@ -225,15 +211,24 @@ def run_many(ctx: RankContext, jobs: list[tuple]) -> list[dict[str, Any]]:
         elif kind == "compiled":  # plan inside this group, then call it like the model
             out.append(_run_compiled(ctx, *job))
         else:
-            out.append(run_rank(ctx, *job, repeats=1))
+            out.append(run_rank(ctx, *job[:5], repeats=1, backend=job[5] if len(job) > 5 else "tvm"))
         dist.barrier()
     return out
 
 
-def _run_compiled(ctx: RankContext, model, pipeline: str, inputs, expected, atol: float, rtol: float) -> dict:
-    from compiler.distributed.sharded_module import compile_sharded
+def _run_compiled(ctx: RankContext, model, pipeline: str | None, inputs, expected, atol: float, rtol: float,
+                  backend: str = "tvm") -> dict:
+    """The public API inside this group: `compile_model(..., mesh=...)`, and a mesh that cannot fit."""
+    from compiler import compile_model
+    from compiler.distributed.plan import PlanError
 
-    sharded = compile_sharded(model, inputs, ctx.mesh, pipeline)
+    sharded = compile_model(model, inputs, target=backend, pipeline=pipeline, mesh=ctx.mesh)
     out = sharded(*inputs)
+    try:
+        compile_model(model, inputs, target=backend, mesh=(ctx.world_size * 2,))
+        wrong_mesh = "accepted"
+    except PlanError as err:
+        wrong_mesh = str(err)
     return {"ok": torch.allclose(out, expected[0], atol=atol, rtol=rtol), "issued": sharded.last_collectives,
-            "predicted": sharded.planned.predicted}
+            "predicted": sharded.planned.predicted, "backend": sharded.build["backend"],
+            "local_programs": sharded.build["local_programs"], "wrong_mesh": wrong_mesh}

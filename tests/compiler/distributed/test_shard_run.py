@@ -23,7 +23,7 @@ SOLVERS = ("ilp", "data-parallel", "megatron", "replicate")
 CLUSTER = "a100-node"
 
 
-def _jobs(mesh: tuple[int, ...]) -> tuple[list[tuple], list[str]]:
+def _jobs(mesh: tuple[int, ...], backend: str = "tvm") -> tuple[list[tuple], list[str]]:
     jobs, names = [], []
     mesh_opt = "x".join(map(str, mesh))
     # batch 4, so data parallel splits on 4 ranks too
@@ -32,21 +32,22 @@ def _jobs(mesh: tuple[int, ...]) -> tuple[list[tuple], list[str]]:
         captured = capture(model, inputs)
         for solver in SOLVERS:
             planned = plan_model(captured, inputs, f"shard{{mesh={mesh_opt} solver={solver} cluster={CLUSTER}}}", mesh)
-            jobs.append(("shard", planned.payload(), tuple(inputs), planned.eager_outputs, 1e-4, 1e-4))
+            jobs.append(("shard", planned.payload(), tuple(inputs), planned.eager_outputs, 1e-4, 1e-4, backend))
             names.append(f"{name}/{solver}")
         if len(mesh) == 1 and name != "mlp":  # one stage per rank, 2 microbatches
             planned = plan_model(captured, inputs, f"pipeline{{stages={mesh[0]} microbatches=2}}", mesh)
             jobs.append(("pipeline", planned.payload(), tuple(inputs), planned.eager_outputs, 1e-4, 1e-4))
             names.append(f"{name}/pipeline")
-    model, inputs = mlp(batch=4)  # planned inside the group by every rank (compile_sharded)
-    spec = f"shard{{mesh={mesh_opt} solver=data-parallel cluster={CLUSTER}}}"
-    jobs.append(("compiled", model, spec, tuple(inputs), [model(*inputs).detach()], 1e-4, 1e-4))
-    names.append("mlp/compiled")
+    # planned inside the group by every rank: the public compile_model(..., mesh=...)
+    model, inputs = gpt_layers(2, batch=4)
+    spec = f"shard{{mesh={mesh_opt} solver=megatron cluster={CLUSTER}}}"
+    jobs.append(("compiled", model, spec, tuple(inputs), [model(*inputs).detach()], 1e-4, 1e-4, backend))
+    names.append("gpt/compiled")
     return jobs, names
 
 
-def _check(mesh: tuple[int, ...]) -> None:
-    jobs, names = _jobs(mesh)
+def _check(mesh: tuple[int, ...], backend: str = "tvm") -> None:
+    jobs, names = _jobs(mesh, backend)
     world = 1
     for m in mesh:
         world *= m
@@ -56,6 +57,8 @@ def _check(mesh: tuple[int, ...]) -> None:
         for name, report in zip(names, rank_reports):
             assert report.get("ok", True), (name, report)  # a pipeline checks on rank 0 only
             assert report["issued"] == report["predicted"], (name, report)
+            if "sent_mb" in report:  # a shard plan: its local programs were built by the backend
+                assert report["backend"] == backend and report["local_programs"] >= 1, (name, report)
             if "sent_mb" in report:  # bytes on the wire equal the cost model's, rank by rank
                 assert report["sent_mb"] == pytest.approx(report["modeled_comm_mb"], rel=1e-6, abs=1e-9), (name, report)
             if report["issued"]:
@@ -63,6 +66,13 @@ def _check(mesh: tuple[int, ...]) -> None:
     # the baselines differ: Megatron all-reduces, data parallel gathers once at the end
     assert {"gpt/megatron", "gpt/data-parallel", "encoder/megatron"} <= split
     assert not any(n.endswith("/replicate") for n in split)
+    for rank_reports in results:
+        compiled = rank_reports[names.index("gpt/compiled")]
+        assert compiled["backend"] == backend and compiled["local_programs"] > 1, compiled
+        assert compiled["issued"].get("all_reduce"), compiled  # Megatron's sums ran between local programs
+        world_text = "x".join(map(str, mesh))
+        assert compiled["wrong_mesh"] == (f"mesh {world * 2} has {world * 2} devices but the process group "
+                                          f"has {world}"), (world_text, compiled)
     if len(mesh) == 1:
         assert results[0][names.index("gpt/pipeline")]["ok"]
         assert results[0][names.index("encoder/pipeline")]["ok"]
