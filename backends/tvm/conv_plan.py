@@ -82,10 +82,10 @@ class ConvPlan:
             if (group := op.attributes.get("group")) is not None:
                 groups.setdefault(group.value.data, []).append(op)
         for op in block.ops:
-            if not isinstance(op, Conv2dOp) or not isinstance(op.operands[1].owner, ParamOp):
+            if not isinstance(op, Conv2dOp) or (weight := param_name(op.operands[1])) is None:
                 continue
-            site, why = _site(op, groups, options, plan.lanes)
-            plan.paths[op.operands[1].owner.opt("name")] = why
+            site, why = _site(op, weight, groups, options, plan.lanes)
+            plan.paths[weight] = why
             if site is not None:
                 plan.sites[op] = site
                 plan.absorbed |= set(site.epilogue.ops) if site.epilogue else set()
@@ -148,11 +148,11 @@ def _folder(weight: str, bias: str | None, epi: Epilogue):
     mean, var, gamma, beta = epi.names
 
     def fold(p: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        w = p[weight].detach().double()
         scale = p[gamma].detach().double() / torch.sqrt(p[var].detach().double() + epi.eps)
+        w = p[weight].detach().double().reshape(len(scale), -1)  # a conv1d's weight has no H
         b = p[bias].detach().double() if bias is not None else torch.zeros_like(scale)
         folded_b = (b - p[mean].detach().double()) * scale + p[beta].detach().double()
-        return (w * scale.reshape(-1, 1, 1, 1)).float().contiguous(), folded_b.float().contiguous()
+        return (w * scale[:, None]).float().contiguous(), folded_b.float().contiguous()
 
     return fold
 
@@ -179,7 +179,16 @@ def _epilogue(conv: Conv2dOp) -> Epilogue | None:
     return Epilogue(ops, names, float(bn.opt("eps")), activation)
 
 
-def _site(conv: Conv2dOp, groups: dict[int, list[KilnOp]], options: ConvOptions,
+def param_name(value: Any) -> str | None:
+    """The parameter a convolution's weight is: a `kiln.param`, or a reshape of one (a conv1d
+    is captured as a conv2d of height 1 on its weight reshaped to [O, I, 1, K])."""
+    owner = value.owner
+    if getattr(owner, "name", None) == "kiln.reshape":
+        owner = owner.operands[0].owner
+    return owner.opt("name") if isinstance(owner, ParamOp) else None
+
+
+def _site(conv: Conv2dOp, weight: str, groups: dict[int, list[KilnOp]], options: ConvOptions,
           lanes: int) -> tuple[DirectConv | None, str]:
     group = conv.attributes.get("group")
     if group is not None and len(groups[group.value.data]) != 1:
@@ -202,5 +211,5 @@ def _site(conv: Conv2dOp, groups: dict[int, list[KilnOp]], options: ConvOptions,
         return None, f"library: the direct schedule failed ({type(exc).__name__})"
     kind = "depthwise" if shape.depthwise else f"cb={cb} mt={pixel_tile(cb, lanes, shape.out_hw)}"
     folded = " + " + "+".join(op.name.removeprefix("kiln.") for op in epilogue.ops) if epilogue else ""
-    site = DirectConv(shape, cb, conv.operands[1].owner.opt("name"), bias, func, epilogue)
+    site = DirectConv(shape, cb, weight, bias, func, epilogue)
     return site, f"direct conv{folded}: {kind}, {shape.macs} MACs"

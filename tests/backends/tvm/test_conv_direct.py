@@ -174,3 +174,16 @@ def test_batch_norm_and_activation_fold_into_the_convolution():
     assert sum("batch_norm+clamp" in p for p in paths) == 1, paths  # relu6 is a clamp
     assert sum("+ batch_norm:" in p for p in paths) == 2, paths  # the add, the shared output
     assert folded.report["num_kernels"] < library.report["num_kernels"]
+
+
+def test_conv1d_weights_reshaped_from_parameters_take_the_direct_kernel():
+    """Whisper's and Wav2Vec2's conv1d are captured as conv2d of height 1 on a reshaped weight."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(4, 16, 3, padding=1), nn.GELU(), nn.Conv1d(16, 8, 10, stride=5)).eval()
+    x = torch.randn(2, 4, 61)
+    with torch.no_grad():
+        ref = model(x)
+    compiled = compile_model(model, (x,), target="tvm", use_cache=False)
+    torch.testing.assert_close(compiled(x), ref, **TOL)
+    paths = compiled.report["dense_paths"]
+    assert len(paths) == 2 and all(p.startswith("direct conv") for p in paths.values()), paths
