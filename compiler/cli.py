@@ -179,11 +179,12 @@ def run(
     rtol: float = typer.Option(1e-4, help="Relative tolerance for --check."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     timeout: float = typer.Option(60.0, "--timeout", min=1, help="Process-group timeout in seconds."),
+    backend: str = typer.Option("tvm", "--backend", help="What builds each rank's local programs: tvm or eager."),
 ) -> None:
     """Run a model's parallel plan on N torch.distributed ranks (see compiler/commands/run_cmd.py)."""
     from compiler.commands.run_cmd import run_run
 
-    run_run(model, nproc, mesh, pipeline, check, atol, rtol, as_json, timeout)
+    run_run(model, nproc, mesh, pipeline, check, atol, rtol, as_json, timeout, backend=backend)
 
 
 @app.command("trace-experts")

@@ -55,7 +55,7 @@ def parse_mesh(mesh: str | None, nproc: int) -> tuple[int, ...]:
 
 def run_run(
     model_spec: str, nproc: int, mesh_text: str | None, pipeline: str | None, check: bool,
-    atol: float, rtol: float, as_json: bool, timeout_s: float,
+    atol: float, rtol: float, as_json: bool, timeout_s: float, backend: str = "tvm",
 ) -> None:
     from compiler.distributed.launch import DistributedRunError
     from compiler.model_loader import ModelSpecError, load_model
@@ -64,6 +64,8 @@ def run_run(
         mesh = parse_mesh(mesh_text, nproc)
     except ValueError as err:
         fail(str(err))
+    if backend not in ("tvm", "eager"):
+        fail(f"--backend must be tvm or eager, got {backend!r}")
     mesh_opt = "x".join(str(m) for m in mesh)
     pipeline = pipeline or f"shard{{mesh={mesh_opt}}}"
     try:
@@ -79,7 +81,7 @@ def run_run(
                 fail(str(err))
             expected = [t.detach() for t in planned.eager_outputs] if check else None
             target = PIPELINE_TARGET if planned.kind == "pipeline" else SHARD_TARGET
-            results = launch(target, nproc, (planned.payload(), tuple(inputs), expected, atol, rtol),
+            results = launch(target, nproc, (planned.payload(), tuple(inputs), expected, atol, rtol, 3, backend),
                              mesh, timeout_s)
     except ModelSpecError as err:
         fail(str(err))

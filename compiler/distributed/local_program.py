@@ -70,6 +70,10 @@ class LocalPlan:
     arg_placements: list[Placement]
     result_keys: list[Key]
     constants: dict[Key, torch.Tensor] = field(default_factory=dict)
+    shapes: dict[Key, tuple[int, ...]] = field(default_factory=dict)  # local shapes of received values
+
+    def value_shape(self, key: Key) -> tuple[int, ...]:
+        return self.shapes[key]
 
     @property
     def segments(self) -> list[Segment]:
@@ -137,33 +141,55 @@ class _Builder:
 
 
 def cut(fn: func.FuncOp, params: dict[str, torch.Tensor], mesh: tuple[int, ...],
-        coords: tuple[int, ...]) -> LocalPlan:
-    """The rank at `coords` of `mesh`: its local programs and the collectives between them."""
+        coords: tuple[int, ...], stage: int | None = None, incoming: SSAValue | None = None,
+        outgoing: SSAValue | None = None, microbatches: int = 1) -> LocalPlan:
+    """The rank at `coords` of `mesh`: its local programs and the collectives between them.
+
+    In a pipeline, `stage` keeps only that stage's ops (`kiln.stage`), `incoming` is the
+    activation received from the stage before (already this rank's shard), `outgoing`
+    the one sent on as placed (the last stage returns the function's results, gathered),
+    and every value that carries the batch (the batch leads, as the pipeline pass
+    requires) is one microbatch: 1 / `microbatches` of its rows.
+    """
     b = _Builder(mesh, coords, params)
     arg_pl = [parse(t) for t in fn.attributes["kiln.arg_placements"].data.split(";")]  # type: ignore[union-attr]
     placement: dict[Key, Placement] = dict(zip(fn.body.block.args, arg_pl))
+    batched: set[Key] = set(fn.body.block.args)  # values whose leading dim is the batch
     sources: dict[Key, tuple[str, torch.Tensor]] = {}
     constants: dict[Key, torch.Tensor] = {}
     ret = fn.body.block.ops.last
-    returned = set(ret.operands) if isinstance(ret, func.ReturnOp) else set()
+    returned = {outgoing} if outgoing is not None else set(ret.operands)
+    if incoming is not None:
+        placement[incoming] = parse(incoming.owner.attributes["kiln.placement"].data)  # type: ignore[union-attr]
+        batched.add(incoming)
+
+    def whole(v: SSAValue) -> tuple[int, ...]:  # the value's shape for one microbatch, all ranks
+        shape = list(dtypes.shape_of(v.type))
+        if v in batched and microbatches > 1:
+            if shape[0] % microbatches:
+                raise LocalProgramError(f"{shape[0]} rows do not split into {microbatches} microbatches")
+            shape[0] //= microbatches
+        return tuple(shape)
 
     def local_type(v: SSAValue, p: Placement):
-        return dtypes.tensor_type(local_shape(p, dtypes.shape_of(v.type), mesh), dtypes.dtype_of(v.type))
+        shape = whole(v)
+        if any(shape[d] % mesh[a] for a, d in enumerate(p) if d >= 0):
+            raise LocalProgramError(f"a microbatch of shape {shape} does not split as {p} on mesh {mesh}")
+        return dtypes.tensor_type(local_shape(p, shape, mesh), dtypes.dtype_of(v.type))
 
     def operand(v: SSAValue, want: Placement) -> SSAValue:
         src = placement[v]
-        steps = reshard_steps(src, want, dtypes.shape_of(v.type), mesh, 0.0) if src != want else []
+        steps = reshard_steps(src, want, whole(v), mesh, 0.0) if src != want else []
         if any(s.kind != "slice" for s in steps):
-            key = (v, want)
-            if key not in b.values:
-                if v in b.values and v not in b.inputs:
-                    b.forced.append(v)
-                b.flush(returned)
-                b.steps.append(Glue("reshard", v, key, (src, want, dtypes.shape_of(v.type))))
+            key = (v, want, len(b.steps))  # one redistribution per use, as the plan priced it
+            if v in b.values and v not in b.inputs and v not in b.forced:
+                b.forced.append(v)
+            b.flush(returned)
+            b.steps.append(Glue("reshard", v, key, (src, want, whole(v))))
             return b.value(key, local_type(v, want))
         base = _source_value(b, v, src, sources, local_type)
         for s in steps:  # free reshards: this rank's slice, at offsets known now
-            size = local_shape(src, dtypes.shape_of(v.type), mesh)[s.dim] // mesh[s.axis]
+            size = local_shape(src, whole(v), mesh)[s.dim] // mesh[s.axis]
             start = size * coords[s.axis]
             base = _slice(b, base, s.dim, start, size)
             src = _after_slice(src, s)
@@ -172,6 +198,9 @@ def cut(fn: func.FuncOp, params: dict[str, torch.Tensor], mesh: tuple[int, ...],
     for op in fn.body.block.ops:
         if isinstance(op, func.ReturnOp):
             break
+        if stage is not None and op.name not in ("kiln.param", "kiln.constant") \
+                and int(op.attributes["kiln.stage"].value.data) != stage:  # type: ignore[union-attr]
+            continue
         out_p = parse(op.attributes["kiln.placement"].data)  # type: ignore[union-attr]
         if op.name == "kiln.param":
             sources[op.results[0]] = (op.opt("name"), shard_of_coords(params[op.opt("name")], out_p, mesh, coords))
@@ -187,12 +216,14 @@ def cut(fn: func.FuncOp, params: dict[str, torch.Tensor], mesh: tuple[int, ...],
             if "kiln.all_reduce" in op.attributes else []  # type: ignore[union-attr]
         local = [operand(v, q) for v, q in zip(op.operands, wants)]
         options = op.options()
+        if any(v in batched for v in op.operands):
+            batched.update(op.results)
         if op.name in ("kiln.reshape", "kiln.expand"):
-            options["shape"] = list(local_shape(out_p, dtypes.shape_of(op.results[0].type), mesh))
+            options["shape"] = list(local_shape(out_p, whole(op.results[0]), mesh))
         placement.update({r: out_p for r in op.results})
         if not reduce_axes:
             made = b.add(op.name, local, options, op.results[0], op)
-            _check_shape(op, made, out_p, mesh)
+            _check_shape(op, made, local_shape(out_p, whole(op.results[0]), mesh))
             continue
         if op.name not in ("kiln.linear", "kiln.matmul"):
             raise LocalProgramError(f"{op.name} has a reduced-dim split but no partial-sum rule")
@@ -208,15 +239,16 @@ def cut(fn: func.FuncOp, params: dict[str, torch.Tensor], mesh: tuple[int, ...],
             b.add("kiln.add", [y, bias], {}, op.results[0], op)
     rep = replicated(mesh)
     result_keys = []
-    for v in ret.operands:
-        result_keys.append(v if placement[v] == rep else (v, rep))
+    for v in returned if outgoing is not None else ret.operands:
+        result_keys.append(v if placement[v] == rep or outgoing is not None else (v, rep))
         if v in b.values and v not in b.inputs and v not in b.forced:
             b.forced.append(v)
     b.flush(returned)
-    for v in ret.operands:
-        if placement[v] != rep and not any(isinstance(s, Glue) and s.dst == (v, rep) for s in b.steps):
-            b.steps.append(Glue("reshard", v, (v, rep), (placement[v], rep, dtypes.shape_of(v.type))))
-    return LocalPlan(b.steps, list(fn.body.block.args), arg_pl, result_keys, constants)
+    shapes = {incoming: dtypes.shape_of(local_type(incoming, placement[incoming]))} if incoming is not None else {}
+    for v in ret.operands if outgoing is None else ():
+        if placement[v] != rep:
+            b.steps.append(Glue("reshard", v, (v, rep), (placement[v], rep, whole(v))))
+    return LocalPlan(b.steps, list(fn.body.block.args), arg_pl, result_keys, constants, shapes)
 
 
 def shard_of_coords(x: torch.Tensor, p: Placement, mesh: tuple[int, ...], coords: tuple[int, ...]) -> torch.Tensor:
@@ -246,12 +278,11 @@ def _after_slice(p: Placement, s) -> Placement:
     return tuple(q)
 
 
-def _check_shape(op, made: SSAValue, out_p: Placement, mesh: tuple[int, ...]) -> None:
-    want = local_shape(out_p, dtypes.shape_of(op.results[0].type), mesh)
+def _check_shape(op, made: SSAValue, want: tuple[int, ...]) -> None:
     got = dtypes.shape_of(made.type)
     if tuple(got) != tuple(want):
-        raise LocalProgramError(f"{op.name}: the local op computes {tuple(got)} but placement "
-                                f"{out_p} wants {tuple(want)}; this plan cannot be cut per rank")
+        raise LocalProgramError(f"{op.name}: the local op computes {tuple(got)} but its placement "
+                                f"wants {tuple(want)}; this plan cannot be cut per rank")
 
 
 def build(plan: LocalPlan, backend_name: str, num_threads: int = 1, cache_dir: Path | None = None) -> dict[str, Any]:

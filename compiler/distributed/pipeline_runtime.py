@@ -1,19 +1,25 @@
 """One rank of a pipeline plan: one stage, microbatches in, activations out (forward-only GPipe).
 
-Rank s runs the ops marked `kiln.stage = s` on every microbatch in turn: stage 0 slices
-its microbatch from the inputs, later stages `recv` the one activation that crosses the
-cut (the pass cuts only where a single value is live), and each stage `send`s its own to
-the next. Blocking send/recv between neighbours already overlaps stage s on microbatch i
-with stage s + 1 on microbatch i - 1; forward-only, GPipe and 1F1B issue the same
-messages. The last stage sends the concatenated outputs back to rank 0 for `--check`.
+The ranks form a (stages, *submesh) mesh: the ranks of stage s run the ops marked
+`kiln.stage = s`, sharded over their submesh as the `shard` pass planned them (a plain
+pipeline is planned with a one-device submesh). Each rank cuts its stage into local
+programs for one microbatch (`local_program.cut(stage=s, microbatches=M)`), built by the
+backend (tvm or eager), with the shard plan's collectives on the submesh's groups between
+them. Stage 0 slices its microbatch from the inputs; later stages `recv` the one
+activation that crosses the cut (the pass cuts only where a single value is live), each
+rank its own shard of it from the same position in the stage before, and each stage
+`send`s its own to the next. Blocking send/recv between neighbours already overlaps stage
+s on microbatch i with stage s + 1 on microbatch i - 1; forward-only, GPipe and 1F1B
+issue the same messages. The last stage's first rank sends the outputs to rank 0.
 
 Why not torch.distributed.pipelining: it needs an nn.Module split per stage, and here the
-stages are cuts of the IR; send/recv are the same primitives it uses. Ops run eager
-(reference kernels), with reshapes scaled to the microbatch.
+stages are cuts of the IR; send/recv are the same primitives it uses.
 """
 
 from __future__ import annotations
 
+import math
+import statistics
 import time
 from collections import Counter
 from typing import Any
@@ -29,66 +35,80 @@ SOURCES = ("kiln.param", "kiln.constant")
 
 
 def run_rank(ctx: RankContext, payload: tuple, inputs: tuple[torch.Tensor, ...],
-             expected: list[torch.Tensor] | None, atol: float, rtol: float) -> dict[str, Any]:
+             expected: list[torch.Tensor] | None, atol: float, rtol: float, repeats: int = 1,
+             backend: str = "tvm") -> dict[str, Any]:
+    from compiler.distributed.local_program import cut
+    from compiler.distributed.shard_runtime import Collectives, Mesh, SubMesh, prepare_plan, run_cut
     from ir import parse_module
     from ir.program import entry_function
 
-    text, params, order, _, summary = payload
+    text, params, order, predicted_shard, summary = payload
     fn = entry_function(parse_module(text))
     stages, m = int(summary["stages"]), int(summary["microbatches"])
-    if ctx.world_size != stages:
-        raise ValueError(f"the plan has {stages} stages but the run has {ctx.world_size} ranks")
-    s = ctx.rank
+    sub = tuple(int(d) for d in fn.attributes["kiln.mesh"].data.split("x"))  # type: ignore[union-attr]
+    if ctx.world_size != stages * math.prod(sub):
+        raise ValueError(f"the plan has {stages} stages of {math.prod(sub)} devices but the run has "
+                         f"{ctx.world_size} ranks")
+    mesh = SubMesh(Mesh((stages, *sub), ctx.rank))  # axis 0: stages; the rest: this stage's submesh
+    s, width = ctx.rank // math.prod(sub), math.prod(sub)
     ops = [o for o in fn.body.block.ops if not isinstance(o, func.ReturnOp)]
     ret = fn.body.block.ops.last
     stage = {o: int(o.attributes["kiln.stage"].value.data) for o in ops}  # type: ignore[union-attr]
-    mine = [o for o in ops if stage[o] == s or o.name in SOURCES]
     incoming = _crossing(ops, stage, ret, s - 1) if s > 0 else None
     outgoing = _crossing(ops, stage, ret, s) if s < stages - 1 else None
+    plan = cut(fn, params, mesh.shape, mesh.coords, stage=s, incoming=incoming, outgoing=outgoing, microbatches=m)
+    built = prepare_plan(plan, mesh, backend, ctx.rank)
     args = [inputs[i] for i in order]
     calls: Counter[str] = Counter()
-    outs: list[list[torch.Tensor]] = []
-    start = time.perf_counter()
-    with torch.no_grad():
-        for mb in range(m):
-            env: dict[Any, torch.Tensor] = {a: x.chunk(m)[mb] for a, x in zip(fn.body.block.args, args)}
-            if incoming is not None:
-                env[incoming] = _recv(incoming, m, s - 1, calls)
-            for o in mine:
-                if any(v not in env for v in o.operands):
-                    continue  # a source's consumer lives on another stage
-                out = _apply(o, [env[v] for v in o.operands], params, m)
-                env.update(zip(o.results, out if isinstance(out, tuple) else (out,)))
-            if outgoing is not None:
-                dist.send(env[outgoing].contiguous(), dst=s + 1)
-                calls["send"] += 1
-            else:
-                outs.append([env[v] for v in ret.operands])
-    final = [torch.cat(parts) for parts in zip(*outs)] if outs else []
-    if stages > 1:  # the last stage hands the outputs to rank 0
-        if s == stages - 1:
+    coll = Collectives(mesh)
+
+    def step() -> list[torch.Tensor]:
+        outs: list[list[torch.Tensor]] = []
+        with torch.no_grad():
+            for mb in range(m):
+                extra = {}
+                if incoming is not None:
+                    extra[incoming] = _recv(plan.value_shape(incoming), incoming, ctx.rank - width, calls)
+                got = run_cut(plan, [x.chunk(m)[mb] for x in args], coll, extra)
+                if outgoing is not None:
+                    dist.send(got[0].contiguous(), dst=ctx.rank + width)
+                    calls["send"] += 1
+                else:
+                    outs.append(got)
+        final = [torch.cat(parts) for parts in zip(*outs)] if outs else []
+        if stages > 1 and ctx.rank == (stages - 1) * width:  # the last stage hands the outputs to rank 0
             for t in final:
                 dist.send(t.contiguous(), dst=0)
                 calls["send"] += 1
-        elif s == 0:
+        elif stages > 1 and ctx.rank == 0:
             final = []
             for v in ret.operands:
                 t = torch.empty(dtypes.shape_of(v.type), dtype=dtypes.dtype_of(v.type))
-                dist.recv(t, src=stages - 1)
+                dist.recv(t, src=(stages - 1) * width)
                 calls["recv"] += 1
                 final.append(t)
-    seconds = time.perf_counter() - start
-    predicted: Counter[str] = Counter()
+        return final
+
+    final = step()
+    issued = {**dict(coll.calls), **dict(calls)}
+    times = []
+    for _ in range(repeats):
+        dist.barrier()
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    predicted: Counter[str] = Counter({k: v * m for k, v in predicted_shard.get(s, {}).items()})
     if stages > 1:
-        predicted["send"] += m * (s < stages - 1) + len(ret.operands) * (s == stages - 1)
-        predicted["recv"] += m * (s > 0) + len(ret.operands) * (s == 0)
-    report: dict[str, Any] = {"rank": s, "stage_ops": sum(1 for o in mine if o.name not in SOURCES),
-                              "issued": dict(calls), "predicted": {k: v for k, v in predicted.items() if v},
-                              "collectives_match": dict(calls) == {k: v for k, v in predicted.items() if v},
-                              "measured_ms": seconds * 1e3,
+        head, tail = ctx.rank == 0, ctx.rank == (stages - 1) * width
+        predicted["send"] += m * (s < stages - 1) + len(ret.operands) * tail
+        predicted["recv"] += m * (s > 0) + len(ret.operands) * head
+    predicted_d = {k: v for k, v in predicted.items() if v}
+    report: dict[str, Any] = {"rank": ctx.rank, "stage": s, "issued": issued, "predicted": predicted_d,
+                              "collectives_match": issued == predicted_d,
+                              "measured_ms": statistics.median(times) * 1e3 if times else math.nan,
                               "modeled_ms": float(summary.get("objective_us", 0.0)) / 1e3,
-                              "cuts": summary.get("cuts"), "executor": "eager (reference ops), send/recv"}
-    if s == 0 and expected is not None:
+                              "cuts": summary.get("cuts"), "submesh": "x".join(map(str, sub)), **built}
+    if ctx.rank == 0 and expected is not None:
         report["max_abs_error"] = max(float((a - b).abs().max()) for a, b in zip(final, expected))
         report["ok"] = all(torch.allclose(a, b, atol=atol, rtol=rtol) for a, b in zip(final, expected))
     return report
@@ -105,20 +125,8 @@ def _crossing(ops: list, stage: dict, ret, s: int):
     return found.pop()
 
 
-def _recv(value, m: int, src: int, calls: Counter) -> torch.Tensor:
-    shape = list(dtypes.shape_of(value.type))
-    shape[0] //= m
+def _recv(shape: tuple[int, ...], value, src: int, calls: Counter) -> torch.Tensor:
     t = torch.empty(shape, dtype=dtypes.dtype_of(value.type))
     dist.recv(t, src=src)
     calls["recv"] += 1
     return t
-
-
-def _apply(op, local: list[torch.Tensor], params: dict[str, torch.Tensor], m: int) -> torch.Tensor:
-    if op.name == "kiln.param":
-        return params[op.opt("name")]
-    if op.name == "kiln.reshape":
-        shape = list(dtypes.shape_of(op.results[0].type))
-        shape[0] //= m  # the batch leads; the pass refused batches m does not divide
-        return local[0].reshape(shape)
-    return op.reference(*local)

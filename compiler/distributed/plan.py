@@ -88,13 +88,21 @@ def plan_model(model: torch.nn.Module | Captured, inputs: Sequence[torch.Tensor]
     except (PipelineError, ShardError) as err:
         raise PlanError(str(err)) from None
     stages = [p for p in passes if isinstance(p, PipelinePass)]
-    if stages and shards:
-        raise PlanError("kiln run executes a pipeline plan or a shard plan, not both yet (plan both with kiln opt)")
-    if stages:
+    if stages and shards:  # each stage's submesh runs the shard plan: the run's mesh is stages x submesh
+        p, want = stages[-1], (stages[-1].stages, *planned)
+        if tuple(mesh) != want or (p.mesh or p.stages) != _size(want):
+            raise PlanError(f"pipeline{{stages={p.stages} mesh={_size(want)}}} with shard{{mesh="
+                            f"{'x'.join(map(str, planned))}}} runs on --mesh {'x'.join(map(str, want))} "
+                            f"(stages x submesh), got pipeline mesh {p.mesh or p.stages} and run mesh "
+                            f"{'x'.join(map(str, mesh))}")
+        planned = tuple(mesh)
+    elif stages:  # one device per stage: a one-device shard plan gives every value its placement
         p = stages[-1]
         if len(mesh) != 1 or p.stages != mesh[0] or (p.mesh or p.stages) != p.stages:
-            raise PlanError(f"kiln run executes one device per stage: pipeline{{stages={p.stages}}} needs "
-                            f"--nproc {p.stages}, got mesh {'x'.join(map(str, mesh))}")
+            raise PlanError(f"pipeline{{stages={p.stages}}} alone runs one device per stage: it needs "
+                            f"--nproc {p.stages}, got mesh {'x'.join(map(str, mesh))} (add shard{{mesh=...}} "
+                            f"for a sharded stage)")
+        passes = [*passes, ShardPass(mesh="1", solver="replicate")]
         planned = tuple(mesh)
     if planned is None:
         raise PlanError(f"pipeline {pipeline!r} has no shard or pipeline pass; kiln run needs one (e.g. shard{{mesh=2}})")
@@ -109,8 +117,10 @@ def plan_model(model: torch.nn.Module | Captured, inputs: Sequence[torch.Tensor]
         raise PlanError(str(err)) from None
     decisions = module_decisions(module)
     if stages:
+        summary = {**decisions.get("pipeline", {}), "shard": decisions.get("shard", {})}
+        per_stage = {s: predicted_collectives(module, stage=s) for s in range(stages[-1].stages)}
         return PlannedModel(str(module), captured.params, captured.input_order, captured.eager_outputs,
-                            decisions.get("pipeline", {}), {}, kind="pipeline")
+                            summary, per_stage, kind="pipeline")  # type: ignore[arg-type]
     return PlannedModel(str(module), captured.params, captured.input_order, captured.eager_outputs,
                         decisions.get("shard", {}), predicted_collectives(module))
 
@@ -122,8 +132,9 @@ def _size(mesh: tuple[int, ...]) -> int:
     return n
 
 
-def predicted_collectives(module: ModuleOp) -> dict[str, int]:
-    """Collectives one rank issues under the plan on `module` (every rank issues the same)."""
+def predicted_collectives(module: ModuleOp, stage: int | None = None) -> dict[str, int]:
+    """Collectives one rank issues under the plan on `module` (every rank issues the same);
+    with `stage`, one microbatch of that pipeline stage (the last one gathers the results)."""
     from ir import dtypes
     from ir.program import entry_function
 
@@ -137,10 +148,18 @@ def predicted_collectives(module: ModuleOp) -> dict[str, int]:
             if s.kind != "slice":
                 counts[s.kind] += 1
 
-    for op in fn.body.block.ops:
+    ops = list(fn.body.block.ops)
+    last = max((int(o.attributes["kiln.stage"].value.data) for o in ops if "kiln.stage" in o.attributes),  # type: ignore[union-attr]
+               default=0)
+    for op in ops:
         if isinstance(op, func.ReturnOp):
-            for v in op.operands:
+            for v in op.operands if stage in (None, last) else ():
                 edge(v, replicated(mesh))
+            continue
+        if stage is not None and op.name not in ("kiln.param", "kiln.constant") \
+                and int(op.attributes["kiln.stage"].value.data) != stage:  # type: ignore[union-attr]
+            for r in op.results:
+                placement[r] = parse(op.attributes["kiln.placement"].data)  # type: ignore[union-attr]
             continue
         wants = _split(op.attributes["kiln.operand_placements"].data) if "kiln.operand_placements" in op.attributes else []
         for v, q in zip(op.operands, wants):

@@ -59,6 +59,13 @@ class Mesh:
             self.groups.append(mine)
 
 
+class SubMesh:
+    """The mesh axes after the first (a pipeline stage's submesh) of a `Mesh`, with its groups."""
+
+    def __init__(self, full: Mesh) -> None:
+        self.shape, self.coords, self.groups = full.shape[1:], full.coords[1:], full.groups[1:]
+
+
 def _unravel(rank: int, shape: tuple[int, ...]) -> tuple[int, ...]:
     out = []
     for s in reversed(shape):
@@ -130,9 +137,10 @@ def reshard(x: torch.Tensor, src: Placement, dst: Placement, shape: tuple[int, .
     return x
 
 
-def run_cut(plan: LocalPlan, inputs: list[torch.Tensor], coll: Collectives) -> list[torch.Tensor]:
+def run_cut(plan: LocalPlan, inputs: list[torch.Tensor], coll: Collectives,
+            received: dict[Any, torch.Tensor] | None = None) -> list[torch.Tensor]:
     """Run this rank's local programs, issuing the plan's collectives between them."""
-    env: dict[Any, torch.Tensor] = dict(plan.constants)
+    env: dict[Any, torch.Tensor] = {**plan.constants, **(received or {})}
     for key, x, p in zip(plan.arg_keys, inputs, plan.arg_placements):
         env[key] = shard_of(x, p, coll.mesh)
     for step in plan.steps:
@@ -152,15 +160,21 @@ def run_cut(plan: LocalPlan, inputs: list[torch.Tensor], coll: Collectives) -> l
 def prepare(text: str, params: dict[str, torch.Tensor], mesh: Mesh, backend: str) -> tuple[LocalPlan, dict]:
     """Parse the planned IR, cut this rank's local programs, build them with `backend`."""
     from compiler.distributed import local_program
-    from compiler.driver import default_cache_dir
     from ir import parse_module
     from ir.program import entry_function
 
     fn = entry_function(parse_module(text))
     plan = local_program.cut(fn, params, mesh.shape, mesh.coords)
+    return plan, prepare_plan(plan, mesh, backend, _ravel(mesh.coords, mesh.shape))
+
+
+def prepare_plan(plan: LocalPlan, mesh: Any, backend: str, rank: int) -> dict[str, Any]:
+    from compiler.distributed import local_program
+    from compiler.driver import default_cache_dir
+
     # one artifact folder per rank: ranks build at the same moment and must not race on a file
-    cache = default_cache_dir() / "distributed" / f"rank{_ravel(mesh.coords, mesh.shape)}"
-    return plan, local_program.build(plan, backend, num_threads=1, cache_dir=cache)
+    cache = default_cache_dir() / "distributed" / f"rank{rank}"
+    return local_program.build(plan, backend, num_threads=1, cache_dir=cache)
 
 
 def run_rank(ctx: RankContext, payload: tuple, inputs: tuple[torch.Tensor, ...],
@@ -207,7 +221,7 @@ def run_many(ctx: RankContext, jobs: list[tuple]) -> list[dict[str, Any]]:
     out = []
     for kind, *job in jobs:
         if kind == "pipeline":
-            out.append(pipeline_runtime.run_rank(ctx, *job))
+            out.append(pipeline_runtime.run_rank(ctx, *job[:5], backend=job[5] if len(job) > 5 else "tvm"))
         elif kind == "compiled":  # plan inside this group, then call it like the model
             out.append(_run_compiled(ctx, *job))
         else:

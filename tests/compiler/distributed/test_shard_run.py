@@ -36,8 +36,14 @@ def _jobs(mesh: tuple[int, ...], backend: str = "tvm") -> tuple[list[tuple], lis
             names.append(f"{name}/{solver}")
         if len(mesh) == 1 and name != "mlp":  # one stage per rank, 2 microbatches
             planned = plan_model(captured, inputs, f"pipeline{{stages={mesh[0]} microbatches=2}}", mesh)
-            jobs.append(("pipeline", planned.payload(), tuple(inputs), planned.eager_outputs, 1e-4, 1e-4))
+            jobs.append(("pipeline", planned.payload(), tuple(inputs), planned.eager_outputs, 1e-4, 1e-4, backend))
             names.append(f"{name}/pipeline")
+        if mesh == (2, 2) and name != "mlp":  # each stage's 2-device submesh runs the shard plan
+            for solver in ("ilp", "megatron"):
+                spec = f"pipeline{{stages=2 microbatches=2 mesh=4}},shard{{mesh=2 solver={solver} cluster={CLUSTER}}}"
+                planned = plan_model(captured, inputs, spec, mesh)
+                jobs.append(("pipeline", planned.payload(), tuple(inputs), planned.eager_outputs, 1e-4, 1e-4, backend))
+                names.append(f"{name}/pipeline+{solver}")
     # planned inside the group by every rank: the public compile_model(..., mesh=...)
     model, inputs = gpt_layers(2, batch=4)
     spec = f"shard{{mesh={mesh_opt} solver=megatron cluster={CLUSTER}}}"
@@ -73,9 +79,15 @@ def _check(mesh: tuple[int, ...], backend: str = "tvm") -> None:
         world_text = "x".join(map(str, mesh))
         assert compiled["wrong_mesh"] == (f"mesh {world * 2} has {world * 2} devices but the process group "
                                           f"has {world}"), (world_text, compiled)
-    if len(mesh) == 1:
-        assert results[0][names.index("gpt/pipeline")]["ok"]
-        assert results[0][names.index("encoder/pipeline")]["ok"]
+    pipelines = [n for n in names if "/pipeline" in n]
+    for name in pipelines:
+        assert results[0][names.index(name)]["ok"], (name, results[0][names.index(name)])
+        assert all(r[names.index(name)]["backend"] == backend for r in results)
+    if mesh == (2, 2):  # Megatron's all-reduces ran inside both stages' submeshes
+        for r in results:
+            assert r[names.index("gpt/pipeline+megatron")]["issued"].get("all_reduce"), r[names.index("gpt/pipeline+megatron")]
+    else:
+        assert {"gpt/pipeline", "encoder/pipeline"} <= set(pipelines)
 
 
 def test_two_ranks_every_plan_equals_eager() -> None:
