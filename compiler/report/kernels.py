@@ -49,7 +49,6 @@ def kernel_costs(graph: ModelGraph, target: str, measured: dict[str, Any] | None
     """Every kernel's FLOPs, bytes moved and roofline time, and the hardware used; with
     `measured` (`compiler/report/measure.py`), each kernel's measured time where taken."""
     from compiler.report.measure import measured_by_kernel
-
     from cost_models.roofline import group_cost
     from ir import entry_function, kiln_ops
 

@@ -135,7 +135,8 @@ def kernel_section(report: dict[str, Any], kernels: list[Any], hw: Any) -> Secti
     unattributed = unattributed_calls(report.get("measured"))
     if unattributed:
         sec.notes.append("measured calls not attributed to a Kiln kernel: " + ", ".join(unattributed))
-    above = [k for k in timed if k.flops and k.bytes_moved and k.measured_flops_per_s > min(hw.flops(), k.intensity * hw.mem_bandwidth)]
+    above = [k for k in timed if k.flops and k.bytes_moved
+             and k.measured_flops_per_s > min(hw.flops(), k.intensity * hw.mem_bandwidth)]
     if above:
         sec.notes.append(f"{len(above)} kernels measured above the roofline: their operands sit in cache, while the "
                          "model charges every byte at memory bandwidth")

@@ -19,7 +19,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
 sys.path[:0] = [str(ROOT), str(HERE)]
 
-from browser import chromium, console_errors, missing_reason  # noqa: E402
+from browser import chromium, console_errors, missing_reason
 
 QUANT = "fold-constants,kiln-canonicalize,cse,dce,quantize{avg-bits=6}"
 

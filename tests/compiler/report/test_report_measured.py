@@ -87,3 +87,13 @@ def test_a_compile_without_a_report_measures_nothing() -> None:
     assert seen == [] and "measured" not in compiled.report
     measured = compiled.measure_kernels()  # what --report calls: on request only
     assert measured["call_ms"] > 0 and all(c["us"] > 0 for c in measured["partitions"][0]["calls"])
+
+
+def test_the_triton_interpreter_is_not_timed_and_nothing_runs() -> None:
+    from compiler.report.measure import measure_kernels
+
+    calls = []
+    measured = measure_kernels("triton", [object(), object()], [None, None], lambda: calls.append(1))
+    assert calls == [] and measured["call_ms"] is None
+    assert [p["not_measured"].split(":")[0] for p in measured["partitions"]] == ["not measured"] * 2
+    assert "TRITON_INTERPRET" in measured["partitions"][0]["not_measured"]

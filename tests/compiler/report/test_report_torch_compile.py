@@ -61,7 +61,7 @@ def ops_on(page: Path) -> set[str]:
     import json
     import re
 
-    data = re.search(r'<script id="graph-nodes" type="application/json">(.*?)</script>', page.read_text(), re.S)
+    data = re.search(r'<script id="graph-nodes" type="application/json">(.*?)</script>', page.read_text(), re.DOTALL)
     return {n["op"] for n in json.loads(data.group(1))}
 
 
