@@ -18,6 +18,7 @@ from backends.tvm.conv_direct import (
     conv_direct_func,
     pack_weight,
     pixel_tile,
+    pointwise_rows,
     use_direct,
 )
 from backends.tvm.target import cpu_target, host_lanes
@@ -39,6 +40,11 @@ GENERAL = [
     (2, 64, 10, 10, 64, 3, 3, (1, 1), (1, 1), (1, 1), 2),
     (1, 4, 1, 13, 16, 1, 3, (1, 1), (0, 1), (1, 1), 1),
     (1, 8, 28, 28, 64, 3, 3, (1, 1), (1, 1), (1, 1), 1),
+    # 1x1 convolutions the pixel-vector kernel takes (`pointwise_rows`): a row of 16 or 32
+    # pixels, 4 rows of 4, output channels of 48, 12 and 20 (channel blocks 16, 4, 4)
+    (1, 8, 16, 16, 48, 1, 1, (1, 1), (0, 0), (1, 1), 1),
+    (2, 5, 4, 4, 12, 1, 1, (1, 1), (0, 0), (1, 1), 1),
+    (1, 3, 2, 32, 20, 1, 1, (1, 1), (0, 0), (1, 1), 1),
 ]
 # Depthwise: stride 1 and 2, 5x5, a row wider than four vectors (no vectorized row), padding.
 DEPTHWISE = [
@@ -81,6 +87,18 @@ def test_depthwise_kernel_matches_torch(dims, bias):
     assert shape.depthwise
     out, ref = _run(shape, bias)
     torch.testing.assert_close(out, ref, **TOL)
+
+
+def test_pointwise_kernel_takes_plain_1x1_convolutions_only():
+    def shape(h, w, k=1, stride=1, pad=0, groups=1):
+        return ConvShape(1, 8, h, w, 16, k, k, (stride, stride), (pad, pad), (1, 1), groups)
+
+    assert pointwise_rows(shape(16, 16), 16) and pointwise_rows(shape(4, 4), 16) and pointwise_rows(shape(8, 8), 8)
+    assert not pointwise_rows(shape(3, 3), 16)  # 9 pixels: no whole vector
+    assert not pointwise_rows(shape(16, 16, k=3, pad=1), 16) and not pointwise_rows(shape(16, 16, stride=2), 16)
+    assert not pointwise_rows(shape(16, 16, groups=2), 16)
+    func = conv_direct_func(shape(16, 16), bias=True, lanes=16)
+    assert func.attrs["kiln.schedule_rule"] == "conv_pointwise"
 
 
 def test_tiles_fit_the_registers_and_prefer_whole_planes():
