@@ -156,6 +156,8 @@ def notes(results: Results) -> list[str]:
             out.append(f"{r.model} / {r.system}: {r.status}")
         for exporter, why in r.info.get("export_failures", {}).items():
             out.append(f"{r.model} / {r.system}: {exporter} exporter failed: {why}")
+        if door := r.info.get("door"):
+            out.append(f"{r.model} / {r.system}: through {door}")
     return out
 
 

@@ -77,3 +77,16 @@ def test_compare_outputs() -> None:
     assert err == pytest.approx(1e-2) and not close
     assert compare_outputs(a[:1], a) == (float("inf"), False)
     assert compare_outputs(a * float("nan"), a) == (float("inf"), False)
+
+
+def test_kiln_takes_torch_compile_where_torch_export_cannot_trace(tmp_path):
+    """The real-model suite's data-dependent model fails torch.export; a user would compile it
+    with torch.compile(backend="kiln"), so the benchmark does, and its notes say so."""
+    from benchmarks.report import notes
+
+    results = run_benchmarks(["data-dependent"], ["eager", "kiln"], repeats=1, rounds=1, warmup=1,
+                             min_round_s=0.0, suite="real", out_dir=tmp_path, progress=False)
+    kiln = next(r for r in results.rows if r.system == "kiln")
+    assert kiln.status == "ok" and kiln.timing is not None, kiln.status
+    assert any("through torch.compile" in n for n in notes(results))
+    assert (tmp_path / "real.md").is_file() and not (tmp_path / "latest.md").exists()
