@@ -123,9 +123,14 @@ class _Builder:
         self.members.add(member)
         return new.results[0]
 
+    def keep(self, v: SSAValue) -> None:
+        """`v` is read right after the open block (by a collective, or returned): make it an output."""
+        if v.owner in self.members and v not in self.forced:
+            self.forced.append(v)
+
     def flush(self, returned: set[Any]) -> None:
         outputs = list(self.forced)
-        for key, v in self.values.items():
+        for key in self.values:
             if key in outputs or key in self.inputs or not isinstance(key, SSAValue) or key.owner not in self.members:
                 continue
             if key in returned or any(u.operation not in self.members for u in key.uses):
@@ -182,8 +187,7 @@ def cut(fn: func.FuncOp, params: dict[str, torch.Tensor], mesh: tuple[int, ...],
         steps = reshard_steps(src, want, whole(v), mesh, 0.0) if src != want else []
         if any(s.kind != "slice" for s in steps):
             key = (v, want, len(b.steps))  # one redistribution per use, as the plan priced it
-            if v in b.values and v not in b.inputs and v not in b.forced:
-                b.forced.append(v)
+            b.keep(v)
             b.flush(returned)
             b.steps.append(Glue("reshard", v, key, (src, want, whole(v))))
             return b.value(key, local_type(v, want))
@@ -241,8 +245,7 @@ def cut(fn: func.FuncOp, params: dict[str, torch.Tensor], mesh: tuple[int, ...],
     result_keys = []
     for v in returned if outgoing is not None else ret.operands:
         result_keys.append(v if placement[v] == rep or outgoing is not None else (v, rep))
-        if v in b.values and v not in b.inputs and v not in b.forced:
-            b.forced.append(v)
+        b.keep(v)
     b.flush(returned)
     shapes = {incoming: dtypes.shape_of(local_type(incoming, placement[incoming]))} if incoming is not None else {}
     for v in ret.operands if outgoing is None else ():

@@ -51,11 +51,8 @@ def run_rank(ctx: RankContext, payload: tuple, inputs: tuple[torch.Tensor, ...],
                          f"{ctx.world_size} ranks")
     mesh = SubMesh(Mesh((stages, *sub), ctx.rank))  # axis 0: stages; the rest: this stage's submesh
     s, width = ctx.rank // math.prod(sub), math.prod(sub)
-    ops = [o for o in fn.body.block.ops if not isinstance(o, func.ReturnOp)]
     ret = fn.body.block.ops.last
-    stage = {o: int(o.attributes["kiln.stage"].value.data) for o in ops}  # type: ignore[union-attr]
-    incoming = _crossing(ops, stage, ret, s - 1) if s > 0 else None
-    outgoing = _crossing(ops, stage, ret, s) if s < stages - 1 else None
+    incoming, outgoing = crossings(fn, s, stages)
     plan = cut(fn, params, mesh.shape, mesh.coords, stage=s, incoming=incoming, outgoing=outgoing, microbatches=m)
     built = prepare_plan(plan, mesh, backend, ctx.rank)
     args = [inputs[i] for i in order]
@@ -112,6 +109,15 @@ def run_rank(ctx: RankContext, payload: tuple, inputs: tuple[torch.Tensor, ...],
         report["max_abs_error"] = max(float((a - b).abs().max()) for a, b in zip(final, expected))
         report["ok"] = all(torch.allclose(a, b, atol=atol, rtol=rtol) for a, b in zip(final, expected))
     return report
+
+
+def crossings(fn: func.FuncOp, s: int, stages: int) -> tuple[Any, Any]:
+    """The activation stage `s` receives (None for the first) and the one it sends (None for the last)."""
+    ops = [o for o in fn.body.block.ops if not isinstance(o, func.ReturnOp)]
+    ret = fn.body.block.ops.last
+    stage = {o: int(o.attributes["kiln.stage"].value.data) for o in ops}  # type: ignore[union-attr]
+    return (_crossing(ops, stage, ret, s - 1) if s > 0 else None,
+            _crossing(ops, stage, ret, s) if s < stages - 1 else None)
 
 
 def _crossing(ops: list, stage: dict, ret, s: int):

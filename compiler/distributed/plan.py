@@ -117,12 +117,30 @@ def plan_model(model: torch.nn.Module | Captured, inputs: Sequence[torch.Tensor]
         raise PlanError(str(err)) from None
     decisions = module_decisions(module)
     if stages:
+        if shards:
+            _check_stage_cuts(module, captured.params, stages[-1].stages, stages[-1].microbatches, planned[1:])
         summary = {**decisions.get("pipeline", {}), "shard": decisions.get("shard", {})}
         per_stage = {s: predicted_collectives(module, stage=s) for s in range(stages[-1].stages)}
         return PlannedModel(str(module), captured.params, captured.input_order, captured.eager_outputs,
                             summary, per_stage, kind="pipeline")  # type: ignore[arg-type]
     return PlannedModel(str(module), captured.params, captured.input_order, captured.eager_outputs,
                         decisions.get("shard", {}), predicted_collectives(module))
+
+
+def _check_stage_cuts(module: ModuleOp, params: dict[str, torch.Tensor], stages: int, m: int,
+                      sub: tuple[int, ...]) -> None:
+    """Refuse here, not on a rank, a shard plan a stage cannot run on one microbatch."""
+    from compiler.distributed.local_program import LocalProgramError, cut
+    from compiler.distributed.pipeline_runtime import crossings
+    from ir.program import entry_function
+
+    fn = entry_function(module)
+    for s in range(stages):
+        incoming, outgoing = crossings(fn, s, stages)
+        try:
+            cut(fn, params, sub, (0,) * len(sub), stage=s, incoming=incoming, outgoing=outgoing, microbatches=m)
+        except LocalProgramError as err:
+            raise PlanError(f"stage {s}: {err}") from None
 
 
 def _size(mesh: tuple[int, ...]) -> int:

@@ -135,6 +135,23 @@ def test_batch_not_divisible_by_microbatches_is_refused() -> None:
         plan_model(model, inputs, "pipeline{stages=2 microbatches=2}", (4,))
 
 
+def test_sharded_pipeline_needs_a_stages_by_submesh_mesh() -> None:
+    model, inputs = gpt_layers(2, batch=4)
+    spec = "pipeline{stages=2 microbatches=2 mesh=4},shard{mesh=2}"
+    with pytest.raises(PlanError, match=r"runs on --mesh 2x2 \(stages x submesh\), got pipeline mesh 4 and run mesh 4$"):
+        plan_model(model, inputs, spec, (4,))
+    planned = plan_model(model, inputs, spec, (2, 2))
+    assert planned.kind == "pipeline" and set(planned.predicted) == {0, 1}  # collectives per stage
+
+
+def test_cli_backend_must_be_known() -> None:
+    proc = subprocess.run([sys.executable, "-m", "compiler.cli", "run", "examples/zoo.py:mlp", "--nproc", "2",
+                           "--backend", "triton"], check=False, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "--backend must be tvm or eager, got 'triton'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_cli_mesh_vs_world_size_is_one_line() -> None:
     proc = subprocess.run([sys.executable, "-m", "compiler.cli", "run", "examples/zoo.py:mlp", "--nproc", "2",
                            "--mesh", "2x2"], check=False, capture_output=True, text=True, timeout=60)
