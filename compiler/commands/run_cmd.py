@@ -5,8 +5,10 @@ The parent process loads the model, captures it, and runs the pipeline (default
 N gloo ranks on loopback (`compiler/distributed/launch.py`); started by
 `torchrun --nproc-per-node N --no-python -- kiln run ... --nproc N`, each process is one rank
 of torchrun's group instead (every rank plans, rank 0 reports).
-Each rank parses the planned IR, keeps its own shard of every parameter, and runs its
-local program with the collectives the plan names (`compiler/distributed/shard_runtime.py`).
+Each rank parses the planned IR, keeps its own shard of every parameter, cuts its part into
+local programs built by `--backend` (tvm, or eager: Kiln's interpreter;
+`compiler/distributed/local_program.py`) and runs them with the collectives the plan names
+between them (`shard_runtime.py`; `pipeline_runtime.py` for stages, sharded or not).
 `--check` gathers the output and compares it with single-device eager; the report also
 sets the collectives each rank actually issued beside those the plan predicted.
 
