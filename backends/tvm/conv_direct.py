@@ -148,18 +148,47 @@ Activation = tuple[float | None, float | None] | None  # clamp bounds applied on
 
 
 def conv_direct_func(
-    s: ConvShape, bias: bool, lanes: int, threads: int = 2, activation: Activation = None
+    s: ConvShape, bias: bool, lanes: int, threads: int = 2, activation: Activation = None,
+    residual: bool = False,
 ) -> tirx.PrimFunc:
-    """Scheduled PrimFunc `(x [N,Ci,H,W], Wp, [bias [Co]], out [N,Co,OH,OW])`; `activation`
-    clamps the result (ReLU is `(0, None)`, ReLU6 `(0, 6)`) as it is written back."""
+    """Scheduled PrimFunc `(x [N,Ci,H,W], Wp, [bias [Co]], [residual [N,Co,OH,OW]], out)`.
+
+    The write-back adds the bias, then the residual (ResNet's and MobileNetV2's shortcut),
+    then clamps (`activation`: ReLU is `(0, None)`, ReLU6 `(0, 6)`)."""
     x = te.placeholder((s.n, s.ci, s.h, s.w), "float32", name="x")
-    b = te.placeholder((s.co,), "float32", name="bias") if bias else None
+    tail = Tail(
+        te.placeholder((s.co,), "float32", name="bias") if bias else None,
+        te.placeholder((s.n, s.co, *s.out_hw), "float32", name="residual") if residual else None,
+        activation,
+    )
     parallel = threads > 1 and s.macs >= MIN_PARALLEL_MACS
     if s.depthwise:
-        return _depthwise(s, x, b, lanes, parallel, activation)
+        return _depthwise(s, x, tail, lanes, parallel)
     if pointwise_rows(s, lanes):
-        return _pointwise(s, x, b, lanes, parallel, activation)
-    return _general(s, x, b, lanes, parallel, activation)
+        return _pointwise(s, x, tail, lanes, parallel)
+    return _general(s, x, tail, lanes, parallel)
+
+
+@dataclass(frozen=True)
+class Tail:
+    """What the write-back applies after the accumulation, in this order."""
+
+    bias: te.Tensor | None
+    residual: te.Tensor | None
+    activation: Activation
+
+    @property
+    def inputs(self) -> list[te.Tensor]:
+        return [t for t in (self.bias, self.residual) if t is not None]
+
+    def __call__(self, v: tirx.PrimExpr, n, co, i, j) -> tirx.PrimExpr:
+        v = v + self.bias[co] if self.bias is not None else v
+        v = v + self.residual[n, co, i, j] if self.residual is not None else v
+        if self.activation is not None:
+            lo, hi = self.activation
+            v = tirx.max(v, tirx.const(lo, "float32")) if lo is not None else v
+            v = tirx.min(v, tirx.const(hi, "float32")) if hi is not None else v
+        return v
 
 
 def pointwise_rows(s: ConvShape, lanes: int) -> bool:
@@ -170,7 +199,7 @@ def pointwise_rows(s: ConvShape, lanes: int) -> bool:
 
 
 def _pointwise(
-    s: ConvShape, x: te.Tensor, b: te.Tensor | None, lanes: int, parallel: bool, activation: Activation
+    s: ConvShape, x: te.Tensor, tail: Tail, lanes: int, parallel: bool
 ) -> tirx.PrimFunc:
     """1x1 convolution as `cb` output channels times one vector of pixels per tile: NCHW keeps
     a channel's pixels contiguous, so each input channel is one vector load, each weight a
@@ -184,8 +213,8 @@ def _pointwise(
     acc = te.compute((s.n, s.co, pixels), lambda n, co, p: te.sum(
         x[n, rc, p // s.w, p % s.w] * wp[co // cb, rc, 0, 0, co % cb], axis=rc), name="acc")
     out = te.compute((s.n, s.co, s.h, s.w),
-                     lambda n, co, i, j: _epilogue(acc[n, co, i * s.w + j], b, co, activation), name="out")
-    sch = s_tir.Schedule(te.create_prim_func([x, wp, *([b] if b is not None else []), out]))
+                     lambda n, co, i, j: tail(acc[n, co, i * s.w + j], n, co, i, j), name="out")
+    sch = s_tir.Schedule(te.create_prim_func([x, wp, *tail.inputs, out]))
     acc_b = sch.get_sblock("acc")
     n, co, i, j = sch.get_loops(sch.get_sblock("out"))
     blk, jj = sch.split(co, [None, cb])
@@ -204,17 +233,8 @@ def _pointwise(
     return sch.mod["main"].with_attr(SCHEDULE_ATTR, "conv_pointwise").with_attr("op_pattern", OPAQUE)
 
 
-def _epilogue(v: tirx.PrimExpr, b: te.Tensor | None, co: tirx.PrimExpr, activation: Activation) -> tirx.PrimExpr:
-    v = v + b[co] if b is not None else v
-    if activation is not None:
-        lo, hi = activation
-        v = tirx.max(v, tirx.const(lo, "float32")) if lo is not None else v
-        v = tirx.min(v, tirx.const(hi, "float32")) if hi is not None else v
-    return v
-
-
 def _general(
-    s: ConvShape, x: te.Tensor, b: te.Tensor | None, lanes: int, parallel: bool, activation: Activation
+    s: ConvShape, x: te.Tensor, tail: Tail, lanes: int, parallel: bool
 ) -> tirx.PrimFunc:
     cg, cog = s.ci // s.groups, s.co // s.groups
     cb = channel_block(cog, lanes)
@@ -236,10 +256,10 @@ def _general(
     acc = te.compute((s.n, s.co // cb, pixels, cb), acc_at, name="acc")
 
     def out_at(n, co, i, j):
-        return _epilogue(acc[n, co // cb, i * ow + j, co % cb], b, co, activation)
+        return tail(acc[n, co // cb, i * ow + j, co % cb], n, co, i, j)
 
     out = te.compute((s.n, s.co, oh, ow), out_at, name="out")
-    func = te.create_prim_func([x, wp, *([b] if b is not None else []), out])
+    func = te.create_prim_func([x, wp, *tail.inputs, out])
     sch = s_tir.Schedule(func)
     acc_b, out_b = sch.get_sblock("acc"), sch.get_sblock("out")
     n, co, i, j = sch.get_loops(out_b)
@@ -263,7 +283,7 @@ def _general(
 
 
 def _depthwise(
-    s: ConvShape, x: te.Tensor, b: te.Tensor | None, lanes: int, parallel: bool, activation: Activation
+    s: ConvShape, x: te.Tensor, tail: Tail, lanes: int, parallel: bool
 ) -> tirx.PrimFunc:
     oh, ow = s.out_hw
     (sh, sw), (dh, dw) = s.stride, s.dilation
@@ -275,9 +295,8 @@ def _depthwise(
         lambda n, c, i, j: te.sum(xp[n, c, i * sh + rh * dh, j * sw + rw * dw] * w[c, rh, rw], axis=[rh, rw]),
         name="acc",
     )
-    out = te.compute((s.n, s.co, oh, ow), lambda n, c, i, j: _epilogue(acc[n, c, i, j], b, c, activation),
-                     name="out")
-    func = te.create_prim_func([x, w, *([b] if b is not None else []), out])
+    out = te.compute((s.n, s.co, oh, ow), lambda n, c, i, j: tail(acc[n, c, i, j], n, c, i, j), name="out")
+    func = te.create_prim_func([x, w, *tail.inputs, out])
     sch = s_tir.Schedule(func)
     acc_b, out_b = sch.get_sblock("acc"), sch.get_sblock("out")
     n, c, i, j = sch.get_loops(out_b)

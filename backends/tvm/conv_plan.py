@@ -5,15 +5,15 @@ qualifies when it is float32, its weight is a `kiln.param`, it is alone in its f
 and `use_direct` says so.
 
 Epilogue: in a convnet nearly every convolution is followed by an inference batch norm and
-often an activation (ReLU, ReLU6), which the fusion pass groups into a kernel of their own
-(contractions are not fused with their consumers on this target), often with more (a
-residual add, the next convolution's padding). When the batch norm (on parameters) reads
-only the convolution, the plan absorbs it, and the `relu`/`clamp` right after it in the same
-group: the batch norm is folded into the packed weight and a
+often a residual add and an activation (ReLU, ReLU6), which the fusion pass groups into a
+kernel of their own (contractions are not fused with their consumers on this target),
+sometimes with more (the next convolution's padding). When the batch norm (on parameters)
+reads only the convolution, the plan absorbs it, and the chain after it in the same group:
+an add of a shortcut that exists before the convolution runs, then a `relu`/`clamp`: the batch norm is folded into the packed weight and a
 bias at load time (W' = W * g / sqrt(var + eps), b' = (b - mean) * g / sqrt(var + eps) + beta,
 as derived parameters, so a warm reload recomputes them from the model's weights) and the
-activation becomes a clamp on write-back. The rest of the group stays a kernel (or none is
-left): the batch norm's pass over the feature map is gone. MobileNetV2 has 52 such pairs.
+shortcut is added and the activation clamped on write-back. The rest of the group stays a
+kernel (or none is left). MobileNetV2 has 52 batch norms, 10 shortcut adds.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ class Epilogue:
     names: tuple[str, str, str, str]  # the batch norm's mean, var, weight, bias parameters
     eps: float
     activation: Activation
+    residual: Any = None  # the value the absorbed add reads besides the convolution
 
 
 @dataclass
@@ -78,13 +79,14 @@ class ConvPlan:
         options = options or ConvOptions()
         plan = ConvPlan(lanes=host_lanes())
         groups: dict[int, list[KilnOp]] = {}
+        order = {op: i for i, op in enumerate(block.ops)}
         for op in block.ops:
             if (group := op.attributes.get("group")) is not None:
                 groups.setdefault(group.value.data, []).append(op)
         for op in block.ops:
             if not isinstance(op, Conv2dOp) or (weight := param_name(op.operands[1])) is None:
                 continue
-            site, why = _site(op, weight, groups, options, plan.lanes)
+            site, why = _site(op, weight, groups, order, options, plan.lanes)
             plan.paths[weight] = why
             if site is not None:
                 plan.sites[op] = site
@@ -127,6 +129,8 @@ class ConvPlan:
             args.append(folded_bias)
         elif len(op.operands) > 2:
             args.append(env[op.operands[2]])
+        if site.epilogue is not None and site.epilogue.residual is not None:
+            args.append(env[site.epilogue.residual])
         out = bb.emit(relax.call_tir(gv, args, relax.TensorType([s.n, s.co, *s.out_hw], "float32")))
         env[op.results[0]] = out
         if site.epilogue is not None:  # the absorbed ops' results are this kernel's output
@@ -167,26 +171,46 @@ def _folder(weight: str, bias: str | None, epi: Epilogue):
     return fold
 
 
-def _epilogue(conv: Conv2dOp) -> Epilogue | None:
-    """The batch norm (and the activation right after it, in its fusion group) that reads
-    only `conv`, if it can be absorbed. The rest of that group (a residual add, a pad for
-    the next convolution) stays a kernel of its own, reading the absorbed result."""
-    uses = list(conv.results[0].uses)
-    if len(uses) != 1 or uses[0].index != 0 or uses[0].operation.name != "kiln.batch_norm":
+def _epilogue(conv: Conv2dOp, order: dict[Any, int]) -> Epilogue | None:
+    """The batch norm that reads only `conv`, if it can be absorbed, with what follows it in
+    its fusion group as a chain: a residual add (ResNet's and MobileNetV2's shortcut, when
+    the shortcut is computed before the convolution), then a relu/clamp. The rest of that
+    group (a pad for the next convolution, ...) stays a kernel of its own."""
+    bn = _next_in_chain(conv, None)
+    if bn is None or bn.name != "kiln.batch_norm" or bn.operands[0] is not conv.results[0]:
         return None
-    bn = uses[0].operation
     if not all(isinstance(v.owner, ParamOp) for v in bn.operands[1:5]):
         return None  # a training-mode or computed batch norm: not foldable at load time
     names = tuple(v.owner.opt("name") for v in bn.operands[1:5])
-    ops, activation = [bn], None
-    bn_uses = list(bn.results[0].uses)
-    act = bn_uses[0].operation if len(bn_uses) == 1 else None
-    if act is not None and act.attributes.get("group") == bn.attributes.get("group"):
-        if act.name == "kiln.relu":
-            ops, activation = [bn, act], (0.0, None)
-        elif act.name == "kiln.clamp":
-            ops, activation = [bn, act], (act.opt("min"), act.opt("max"))
-    return Epilogue(ops, names, float(bn.opt("eps")), activation)
+    ops, residual, activation = [bn], None, None
+    group = bn.attributes.get("group")
+    nxt = _next_in_chain(bn, group)
+    if nxt is not None and nxt.name == "kiln.add":
+        other = nxt.operands[1] if nxt.operands[0] is bn.results[0] else nxt.operands[0]
+        same = dtypes.shape_of(other.type) == dtypes.shape_of(bn.results[0].type)
+        if same and dtypes.dtype_of(other.type) == torch.float32 and _before(other, conv, order):
+            ops, residual = [bn, nxt], other
+            nxt = _next_in_chain(nxt, group)
+    if nxt is not None and nxt.name == "kiln.relu":
+        ops, activation = [*ops, nxt], (0.0, None)
+    elif nxt is not None and nxt.name == "kiln.clamp":
+        ops, activation = [*ops, nxt], (nxt.opt("min"), nxt.opt("max"))
+    return Epilogue(ops, names, float(bn.opt("eps")), activation, residual)
+
+
+def _next_in_chain(op: KilnOp, group: Any) -> KilnOp | None:
+    """The only user of `op`'s result, when it is in `group` (any group when None)."""
+    uses = list(op.results[0].uses)
+    if len(uses) != 1:
+        return None
+    user = uses[0].operation
+    return user if group is None or user.attributes.get("group") == group else None
+
+
+def _before(value: Any, conv: KilnOp, order: dict[Any, int]) -> bool:
+    """Whether `value` exists when `conv` runs (a block argument, or made by an earlier op)."""
+    owner = value.owner
+    return owner not in order or order[owner] < order[conv]
 
 
 def param_name(value: Any) -> str | None:
@@ -198,8 +222,8 @@ def param_name(value: Any) -> str | None:
     return owner.opt("name") if isinstance(owner, ParamOp) else None
 
 
-def _site(conv: Conv2dOp, weight: str, groups: dict[int, list[KilnOp]], options: ConvOptions,
-          lanes: int) -> tuple[DirectConv | None, str]:
+def _site(conv: Conv2dOp, weight: str, groups: dict[int, list[KilnOp]], order: dict[Any, int],
+          options: ConvOptions, lanes: int) -> tuple[DirectConv | None, str]:
     group = conv.attributes.get("group")
     if group is not None and len(groups[group.value.data]) != 1:
         return None, "library: fused with other ops"
@@ -212,11 +236,12 @@ def _site(conv: Conv2dOp, weight: str, groups: dict[int, list[KilnOp]], options:
         return None, f"library: {shape.macs} multiply-adds, outside the rule (policy {options.policy})"
     has_bias = len(conv.operands) > 2
     bias = conv.operands[2].owner.opt("name") if has_bias and isinstance(conv.operands[2].owner, ParamOp) else None
-    epilogue = _epilogue(conv) if bias is not None or not has_bias else None
+    epilogue = _epilogue(conv, order) if bias is not None or not has_bias else None
     cb = 1 if shape.depthwise else channel_block(co // shape.groups, lanes)
     try:  # scheduled here, so a shape the schedule cannot take stays on the library
         func = conv_direct_func(shape, has_bias or epilogue is not None, lanes, options.threads,
-                                epilogue.activation if epilogue else None)
+                                epilogue.activation if epilogue else None,
+                                residual=epilogue is not None and epilogue.residual is not None)
     except Exception as exc:  # noqa: BLE001 - any schedule error means: not this kernel
         return None, f"library: the direct schedule failed ({type(exc).__name__})"
     kind = "depthwise" if shape.depthwise else f"cb={cb} mt={pixel_tile(cb, lanes, shape.out_hw)}"

@@ -158,15 +158,17 @@ def test_compiled_model_runs_direct_kernels_and_library_policy_does_not():
 
 
 class _ConvBN(nn.Module):
-    """conv+bn+relu6, conv+bn then a residual add (the add stays a kernel), a conv whose
-    batch norm output is read twice (not absorbed past the batch norm)."""
+    """conv+bn+relu6; conv+bn+shortcut add (absorbed: the shortcut exists first); a conv whose
+    batch norm output is read twice (not absorbed past the batch norm); conv+bn+add+relu
+    whose shortcut convolution runs after it (the add stays a kernel)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.c1, self.b1 = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
         self.c2, self.b2 = nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8)
         self.c3, self.b3 = nn.Conv2d(8, 8, 3, padding=1, groups=8), nn.BatchNorm2d(8)
-        for bn in (self.b1, self.b2, self.b3):  # running statistics that are not the identity
+        self.c4, self.b4, self.short = nn.Conv2d(8, 8, 1), nn.BatchNorm2d(8), nn.Conv2d(8, 8, 1)
+        for bn in (self.b1, self.b2, self.b3, self.b4):  # running statistics, not the identity
             bn.running_mean.uniform_(-1, 1)
             bn.running_var.uniform_(0.5, 2)
             bn.weight.data.uniform_(0.5, 1.5)
@@ -176,7 +178,8 @@ class _ConvBN(nn.Module):
         h = nn.functional.relu6(self.b1(self.c1(x)))
         h = self.b2(self.c2(h)) + x
         g = self.b3(self.c3(h))
-        return torch.relu(g) * g
+        g = torch.relu(g) * g
+        return torch.relu(self.b4(self.c4(g)) + self.short(g))
 
 
 def test_batch_norm_and_activation_fold_into_the_convolution():
@@ -189,8 +192,10 @@ def test_batch_norm_and_activation_fold_into_the_convolution():
     torch.testing.assert_close(folded(x), ref, **TOL)
     torch.testing.assert_close(library(x), ref, **TOL)
     paths = sorted(folded.report["dense_paths"].values())
-    assert sum("batch_norm+clamp" in p for p in paths) == 1, paths  # relu6 is a clamp
-    assert sum("+ batch_norm:" in p for p in paths) == 2, paths  # the add, the shared output
+    assert sum("+ batch_norm+clamp:" in p for p in paths) == 1, paths  # relu6 is a clamp
+    assert sum("+ batch_norm+add:" in p for p in paths) == 1, paths
+    assert sum("+ batch_norm:" in p for p in paths) == 2, paths  # the shared output, the late shortcut
+    assert sum(p.startswith("direct conv:") for p in paths) == 1, paths  # the shortcut conv
     assert folded.report["num_kernels"] < library.report["num_kernels"]
 
 
