@@ -162,7 +162,7 @@ def serve(
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def bench(ctx: typer.Context) -> None:
-    """Benchmark the zoo: eager, Inductor, ONNX Runtime and Kiln (options as `python -m benchmarks.run --help`)."""
+    """Benchmark the zoo (`--suite real`: the real-model suite): eager, Inductor, ONNX Runtime and Kiln (options as `python -m benchmarks.run --help`)."""
     from benchmarks.run import main as bench_main
 
     raise typer.Exit(bench_main(list(ctx.args)))
