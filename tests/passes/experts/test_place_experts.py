@@ -131,3 +131,23 @@ def test_joint_solver_through_decide_reports_a_global_bound():
     assert s["bound_kind"] == "global" and s["status"] in ("optimal", "time_limit")
     assert s["bound"] <= s["objective"] + 1e-6
     assert s["objective"] == pytest.approx(brute_force(trace, 2, 2)) or s["status"] == "time_limit"
+
+
+@pytest.mark.parametrize("devices", [2, 4, 8])
+def test_polish_descends_on_the_replayed_objective_within_capacity_and_load_cap(devices):
+    import time
+
+    from passes.experts.cost import Placement
+    from passes.experts.polish import polish
+
+    trace = generate(layers=3, experts=16, tokens=96, calls=2, affinity=0.9, fan=2, seed=devices)
+    cap, caps = -(-16 // devices), load_caps(trace, devices)
+    start = base.contiguous(3, 16, devices)
+    got, steps = polish(trace, start.primary(), devices, cap, caps, time.perf_counter() + 10.0)
+    before, after = evaluate(trace, start), evaluate(trace, Placement.from_assignment(got, devices))
+    assert steps > 0 and after.objective < before.objective
+    assert after.cross < before.cross  # the return term is priced: cross tokens drop, not only load
+    assert (Placement.from_assignment(got, devices).slots_used() <= cap).all()
+    assert (after.loads.max(axis=1) <= caps + 1e-9).all()
+    again, more = polish(trace, got, devices, cap, caps, time.perf_counter() + 10.0)
+    assert more == 0 and (again == got).all()  # a fixed point: no improving swap or move is left
