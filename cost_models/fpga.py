@@ -71,6 +71,14 @@ PARTS: dict[str, Part] = {
     )
 }
 DEFAULT_PART = "xcu280-fsvh2892-2L-e"
+# URAM blocks (288 Kb each) per part (datasheets); the 7-series and Zynq-7000 parts have none.
+URAM_BLOCKS = {"xcu280-fsvh2892-2L-e": 960, "xcu250-figd2104-2L-e": 1280, "xcvu9p-flga2104-2L-e": 960,
+               "xczu9eg-ffvb1156-2-e": 0, "xc7z020clg400-1": 0}
+URAM_BITS = 288 * 1024
+# Off-chip DDR behind an m_axi port: one 64-bit DDR4-2400 channel, and the cycles an AXI
+# read burst waits before its first beat (a first-order figure; the kernel's clock).
+DDR_BANDWIDTH = 19.2e9
+AXI_LATENCY_CYCLES = 64
 
 
 def get_part(name: str) -> Part:

@@ -169,6 +169,13 @@ def _summary(program: Program, graph: L.HLSGraph, config: HLSConfig, tb_inputs, 
                   "baseline_dsp", "baseline_bram_18k", "baseline_lut", "status"):
             if k in attr.data:
                 out[f"reuse_{k}" if k == "status" else k] = from_attr(attr.data[k])  # type: ignore[assignment]
+    from backends.hls.tier_estimate import memory_estimate
+
+    bram = out.get("bram_18k")
+    estimate = memory_estimate(graph, config, int(bram) if bram is not None else None)
+    out.update(estimate)
+    if "latency_cycles" in out:  # DDR reads the layers wait for (map-memory's tiers)
+        out["latency_cycles_with_ddr"] = int(out["latency_cycles"]) + int(estimate["ddr_latency_cycles"])
     if graph.notes:
         out["notes"] = "; ".join(graph.notes)
     return out

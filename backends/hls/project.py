@@ -11,6 +11,8 @@ Layout (what `kiln compile --target hls --out DIR` writes under DIR/hls):
     kiln_bridge.cpp           extern "C" kiln_run(): float in, double out, a loop over the batch
     tb/kiln_tb.cpp            C++ testbench: runs tb_data inputs, expects the emulation's outputs
     tb_data/                  inputs and expected outputs (bit exact) for the testbench
+    host/kiln_ddr.h           only with DDR tiers (map-memory): the host's copy of the arrays
+                              the top function reads through m_axi ports (`tiers.py`)
     run_hls.tcl               csim, csynth and IP export for users who have Vitis HLS
     build_csim.sh             the g++ command that builds and runs the testbench without Vitis
 """
@@ -26,7 +28,7 @@ import torch
 from backends.hls import cpp_layers
 from backends.hls import layers as L
 from backends.hls.config import HLSConfig
-from backends.hls.tiers import pragmas as tier_pragmas
+from backends.hls import tiers as T
 
 REGISTER_PORT_MAX = 1024  # ports up to this many elements are registers, larger ones memories
 
@@ -89,7 +91,8 @@ class Project:
 
     def library_sources(self) -> dict[str, str]:
         """What the C simulation library is built from (not the testbench or its data)."""
-        return {k: v for k, v in self.files.items() if k.startswith("firmware/") or k == "kiln_bridge.cpp"}
+        return {k: v for k, v in self.files.items()
+                if k.startswith(("firmware/", "host/")) or k == "kiln_bridge.cpp"}
 
     def digest(self) -> str:
         h = hashlib.sha256()
@@ -126,7 +129,8 @@ def weights_header(graph: L.HLSGraph) -> str:
     simulation (see `kiln::fill`); the literals are exact (repr of a dyadic rational)."""
     lines = ["// Constants as ap_fixed arrays: Kiln's HLS backend, generated file.", "#ifndef KILN_WEIGHTS_H",
              "#define KILN_WEIGHTS_H", '#include "kiln_types.h"', '#include "kiln_hls.h"', ""]
-    consts = graph.consts()
+    ddr = {c.name for c in T.ddr_weights(graph)}  # the host holds these (host/kiln_ddr.h)
+    consts = [c for c in graph.consts() if c.name not in ddr]
     lines.append("#ifdef __SYNTHESIS__")
     for c in consts:
         shape = "x".join(str(d) for d in c.codes.shape) or "1"
@@ -145,14 +149,21 @@ def layers_header(graph: L.HLSGraph) -> str:
     head = ["// One function per layer: Kiln's HLS backend, generated file.", "#ifndef KILN_LAYERS_H",
             "#define KILN_LAYERS_H", '#include "kiln_hls.h"', '#include "kiln_types.h"',
             '#include "kiln_weights.h"', ""]
-    body = [cpp_layers.EMIT[type(layer)](layer) + "\n" for layer in graph.layers]
+    ddr = {c.name for c in T.ddr_weights(graph)}
+    body = []
+    for layer in graph.layers:
+        text = cpp_layers.EMIT[type(layer)](layer)
+        weight = getattr(layer, "weight", None)
+        if isinstance(weight, L.Const) and weight.name in ddr:
+            text = T.with_ddr_weight(text, layer, cpp_layers.signature(layer))
+        body.append(text + "\n")
     return "\n".join(head + body + ["#endif", ""])
 
 
 def _ports(graph: L.HLSGraph) -> list[str]:
     ins = [f"const {t.name}_t in{i}[{t.numel}]" for i, t in enumerate(graph.inputs)]
     outs = [f"{t.name}_t out{i}[{t.numel}]" for i, t in enumerate(graph.outputs)]
-    return ins + outs
+    return ins + outs + T.top_ports(graph)
 
 
 def top_header(graph: L.HLSGraph, config: HLSConfig) -> str:
@@ -178,14 +189,20 @@ def top_source(graph: L.HLSGraph, config: HLSConfig) -> str:
             lines.append(f"#pragma HLS INTERFACE ap_memory port={port}")
     lines += ["#pragma HLS INTERFACE ap_ctrl_hs port=return", ""]
     names = {t.name: f"in{i}" for i, t in enumerate(graph.inputs)}
+    in_ddr = {t.name for t in T.ddr_buffers(graph)}  # arguments of the top function
+    ddr_weights = {c.name for c in T.ddr_weights(graph)}
     for layer in graph.layers:
         out = layer.output
-        lines.append(f"  static {out.name}_t {out.name}[{out.numel}];")
+        if out.name not in in_ddr:
+            lines.append(f"  static {out.name}_t {out.name}[{out.numel}];")
         names[out.name] = out.name
-    lines += tier_pragmas(graph.tiers)
+    lines += T.pragmas(graph)
     lines.append("")
     for layer in graph.layers:
         args = [names[t.name] for t in layer.inputs] + [layer.output.name]
+        weight = getattr(layer, "weight", None)
+        if isinstance(weight, L.Const) and weight.name in ddr_weights:
+            args.append(weight.name)
         lines.append(f"  {layer.name}({', '.join(args)});  // {layer.origin}")
     for i, t in enumerate(graph.outputs):
         lines += [f"  Out{i}: for (int i = 0; i < {t.numel}; i++) {{", "#pragma HLS UNROLL factor=8",
@@ -195,7 +212,7 @@ def top_source(graph: L.HLSGraph, config: HLSConfig) -> str:
 
 def bridge(graph: L.HLSGraph, config: HLSConfig) -> str:
     lines = ["// The C ABI Kiln calls through ctypes: Kiln's HLS backend, generated file.",
-             '#include "firmware/kiln_top.cpp"', "", 'extern "C" {', "int kiln_abi_version() { return 1; }", "",
+             '#include "firmware/kiln_top.cpp"', *_host_include(graph, "host"), "", 'extern "C" {', "int kiln_abi_version() { return 1; }", "",
              "// inputs[i]: float32 [batch, numel_i]; outputs[j]: float64 [batch, numel_j].",
              "void kiln_run(const float* const* inputs, double* const* outputs, int batch) {"]
     for i, t in enumerate(graph.inputs):
@@ -206,7 +223,7 @@ def bridge(graph: L.HLSGraph, config: HLSConfig) -> str:
     for i, t in enumerate(graph.inputs):
         lines.append(f"    for (long i = 0; i < {t.numel}; i++) x{i}[i] = inputs[{i}][b * {t.numel} + i];")
     args = [f"x{i}" for i in range(len(graph.inputs))] + [f"y{j}" for j in range(len(graph.outputs))]
-    lines.append(f"    {config.top}({', '.join(args)});")
+    lines.append(f"    {config.top}({', '.join(args + T.host_args(graph))});")
     for j, t in enumerate(graph.outputs):
         lines.append(f"    for (long i = 0; i < {t.numel}; i++) outputs[{j}][b * {t.numel} + i] = y{j}[i].to_double();")
     return "\n".join(lines + ["  }", "}", "}", ""])
@@ -226,9 +243,11 @@ def testbench(graph: L.HLSGraph, config: HLSConfig) -> str:
         check.append(f"    for (int i = 0; i < {t.numel}; i++) if (y{j}[i].to_double() != want[{offset} + i]) bad++;")
         offset += t.numel
     args = [f"x{i}" for i in range(len(graph.inputs))] + [f"y{j}" for j in range(len(graph.outputs))]
+    args += T.host_args(graph)
     return "\n".join([
         "// Testbench: Kiln's HLS backend, generated file. Expects the emulation's outputs bit for bit.",
-        "#include <cstdio>", "#include <string>", '#include "../firmware/kiln_top.h"', "",
+        "#include <cstdio>", "#include <string>", '#include "../firmware/kiln_top.h"',
+        *_host_include(graph, "../host"), "",
         "int main(int argc, char** argv) {",
         '  std::string dir = argc > 1 ? argv[1] : "tb_data";',
         '  FILE* fin = fopen((dir + "/tb_input.txt").c_str(), "r");',
@@ -296,5 +315,11 @@ def generate(graph: L.HLSGraph, config: HLSConfig, ap_types: Path,
         "run_hls.tcl": tcl(config),
         "build_csim.sh": build_script(ap_types),
     }
+    if T.host_args(graph):
+        files["host/kiln_ddr.h"] = T.host_header(graph, _raw)
     files.update(tb_data(tb_inputs, tb_outputs))
     return Project(files)
+
+
+def _host_include(graph: L.HLSGraph, folder: str) -> list[str]:
+    return [f'#include "{folder}/kiln_ddr.h"'] if T.host_args(graph) else []

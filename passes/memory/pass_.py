@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from xdsl.context import Context
+from xdsl.dialects import func
 from xdsl.dialects.builtin import (
     DenseArrayBase,
     DictionaryAttr,
@@ -39,6 +40,8 @@ from ir.program import entry_function
 from passes.memory.lifetimes import ALIGN, Lifetimes, execution_steps, lifetimes
 from passes.memory.offsets_ilp import OffsetPlan, plan_offsets
 from passes.memory.reorder import apply_order, better_order
+from passes.memory.fpga_arrays import hls_arrays
+from passes.memory.sizes import FPGA_DEFAULT_BITS, stored_bytes
 from passes.memory.tiers import Item, TierError, TierPlan, check_part, plan_tiers, tiers_for
 from passes.registry import register_pass
 
@@ -101,7 +104,7 @@ def map_memory(module: ModuleOp, options: MapMemoryPass) -> dict[str, float | in
     summary.update(_describe(life, plan))
     tier_of: dict[object, str] = {}
     if options.tiers != "none":
-        tier_plan, tier_of = _tiers(life, plan, options)
+        tier_plan, tier_of = _tiers(fn, life, plan, options)
         summary.update(_describe_tiers(tier_plan, options))
     _write(life, plan, tier_of)
     summary["seconds"] = time.perf_counter() - start
@@ -137,22 +140,24 @@ def _describe(life: Lifetimes, plan: OffsetPlan) -> dict[str, float | int | str]
 
 
 def _tiers(
-    life: Lifetimes, plan: OffsetPlan, options: MapMemoryPass
+    fn: func.FuncOp, life: Lifetimes, plan: OffsetPlan, options: MapMemoryPass
 ) -> tuple[TierPlan, dict[object, str]]:
     arena_bytes = plan.arena * ALIGN
     tiers = tiers_for(options.tiers, options.part, options.budget, arena_bytes)
     last = max(life.num_steps - 1, 0)
     items: list[Item] = []
     values: list[object] = []
-    for value, nbytes, reads in life.weights:
-        if nbytes == 0:
-            continue
-        items.append(Item(_value_name(value), nbytes, nbytes * reads, 0, last))
-        values.append(value)
-    if options.tiers == "fpga":  # on the GPU the arena is on the device: only weights move
-        for b, value in zip(life.buffers, life.values):
-            readers = sum(1 for _ in value.uses)
-            items.append(Item(b.name, b.nbytes, b.nbytes * (1 + readers), b.start, b.end))
+    if options.tiers == "fpga":
+        # The arrays the HLS design stores, each for the whole call (`fpga_arrays.py`).
+        for array in hls_arrays(fn):
+            items.append(Item(array.name, array.nbytes, array.traffic, 0, last, array.movable, array.banks))
+            values.append(array.value)
+    else:  # on the GPU the arena is on the device: only weights move
+        for value, nbytes, reads in life.weights:
+            if nbytes == 0:
+                continue
+            stored = stored_bytes(value, options.tiers, is_weight=True)  # packed codes if quantized
+            items.append(Item(_value_name(value), stored, stored * reads, 0, last))
             values.append(value)
     tier_plan = plan_tiers(items, tiers, life.num_steps, options.solver, options.time_limit)
     return tier_plan, dict(zip(values, tier_plan.choice))
@@ -169,6 +174,9 @@ def _describe_tiers(plan: TierPlan, options: MapMemoryPass) -> dict[str, float |
         "tiers_bound_us": plan.bound_us,
         "tiers_gap": plan.gap,
         "tiers_seconds": plan.seconds,
+        "tiers_bytes": ("ap_fixed element widths (quant decisions, else "
+                        f"{FPGA_DEFAULT_BITS} bits)" if options.tiers == "fpga"
+                        else "dtype bytes, packed codes for quantized weights"),
     }
     for name, used in plan.use.items():
         out[f"tier_{name}_used"] = used
@@ -182,14 +190,15 @@ def _write(life: Lifetimes, plan: OffsetPlan, tier_of: dict[object, str]) -> Non
     offset_of.update({v: plan.offsets[i] * ALIGN for v, i in life.aliases.items()})  # in place
     for ops in life.steps:
         for op in ops:
-            if not any(r in offset_of for r in op.results):
+            entry = {}
+            if any(r in offset_of for r in op.results):
+                entry["offset"] = DenseArrayBase.from_list(i64, [offset_of.get(r, -1) for r in op.results])
+            tiers = [tier_of[r] for r in op.results if r in tier_of]
+            if tiers:  # also on values with no arena offset (an HLS array need not be an arena buffer)
+                entry["tier"] = StringAttr(tiers[0])
+            if not entry:
                 op.attributes.pop("memory", None)
                 continue
-            offsets = [offset_of.get(r, -1) for r in op.results]
-            entry = {"offset": DenseArrayBase.from_list(i64, offsets)}
-            tiers = [tier_of[r] for r in op.results if r in tier_of]
-            if tiers:
-                entry["tier"] = StringAttr(tiers[0])
             op.attributes["memory"] = DictionaryAttr(entry)
     for value, tier in tier_of.items():
         owner = value.owner  # type: ignore[attr-defined]

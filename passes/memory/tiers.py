@@ -13,25 +13,23 @@ bandwidth. Modeled bandwidths (`TIERS`): BRAM and URAM give a block's two ports 
 per block used (a partitioned array reads its banks in parallel), DDR one 64-bit DDR4-2400
 channel (19.2 GB/s), device memory the GPU's HBM bandwidth, pinned host memory PCIe 4.0
 x16 (25 GB/s). The baseline is "fastest tier until full, largest first" (tiers in the
-order listed); the ILP starts from it, so it is never worse.
+order listed); the ILP starts from it, so it is never worse. An on-chip array partitioned
+into banks (`Item.banks`: the HLS layers partition small activations completely and a
+weight into `mults / R` banks) reads all its banks per cycle.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cost_models.fpga import DEFAULT_PART, PARTS
+from cost_models.fpga import DDR_BANDWIDTH, DEFAULT_PART, PARTS, URAM_BLOCKS
 from cost_models.hardware import SPECS
 from cost_models.ilp import IntegerProgram, one_of, solve
 from passes.registry import PipelineError
 
 BRAM_BYTES = 18 * 1024 // 8
 URAM_BYTES = 288 * 1024 // 8
-# URAM blocks per part (datasheets); the 7-series and Zynq-7000 parts have none.
-URAM_BLOCKS = {"xcu280-fsvh2892-2L-e": 960, "xcu250-figd2104-2L-e": 1280, "xcvu9p-flga2104-2L-e": 960,
-               "xczu9eg-ffvb1156-2-e": 0, "xc7z020clg400-1": 0}
 FPGA_CLOCK_HZ = 300e6
-DDR_BANDWIDTH = 19.2e9
 PCIE_BANDWIDTH = 25e9
 GPU_MEMORY = {"a100": 40 * 2**30, "h100": 80 * 2**30}
 
@@ -52,8 +50,9 @@ class Tier:
     def blocks(self, nbytes: int) -> int:
         return -(-nbytes // self.block_bytes) if self.block_bytes > 1 else nbytes
 
-    def seconds(self, nbytes: int, traffic: int) -> float:
-        bw = self.bandwidth or self.bandwidth_per_block * max(1, self.blocks(nbytes))
+    def seconds(self, nbytes: int, traffic: int, banks: int = 1) -> float:
+        """`banks`: memories the array is partitioned into (each read in parallel)."""
+        bw = self.bandwidth or self.bandwidth_per_block * max(1, banks, self.blocks(nbytes))
         return traffic / bw
 
 
@@ -103,6 +102,7 @@ class Item:
     start: int
     end: int
     movable: tuple[str, ...] = ()  # tiers allowed; empty: all
+    banks: int = 1  # on-chip partitions read in parallel (an HLS array's partition factor)
 
 
 @dataclass
@@ -120,10 +120,10 @@ class TierPlan:
 
 
 def plan_tiers(items: list[Item], tiers: list[Tier], num_steps: int, solver: str, time_limit: float) -> TierPlan:
-    cost = [[t.seconds(it.nbytes, it.traffic) * 1e6 if _allowed(it, t) else None for t in tiers] for it in items]
+    cost = [[t.seconds(it.nbytes, it.traffic, it.banks) * 1e6 if _allowed(it, t) else None for t in tiers] for it in items]
     greedy = _greedy(items, tiers, num_steps)
     greedy_us = sum(cost[i][k] for i, k in enumerate(greedy))
-    slowest_us = sum(c[-1] for c in cost)
+    slowest_us = sum([x for x in c if x is not None][-1] for c in cost)  # each in its last allowed tier
     choice, status, objective, bound, gap, seconds = greedy, "best-fit", greedy_us, greedy_us, 0.0, 0.0
     if solver == "ilp" and items:
         program = IntegerProgram()
@@ -165,7 +165,8 @@ def _greedy(items: list[Item], tiers: list[Tier], num_steps: int) -> list[int]:
     """Largest first, each into the first tier with room at every step it is live."""
     used = [[0] * max(num_steps, 1) for _ in tiers]
     choice = [len(tiers) - 1] * len(items)
-    for i in sorted(range(len(items)), key=lambda i: -items[i].nbytes):
+    # Items restricted to some tiers go first (they have nowhere else to go), then largest first.
+    for i in sorted(range(len(items)), key=lambda i: (not items[i].movable, -items[i].nbytes)):
         it = items[i]
         for k, tier in enumerate(tiers):
             if not _allowed(it, tier):
@@ -177,6 +178,9 @@ def _greedy(items: list[Item], tiers: list[Tier], num_steps: int) -> list[int]:
                     used[k][t] += need
                 choice[i] = k
                 break
+        else:
+            raise TierError(f"map-memory: {it.name} ({it.nbytes} bytes) must be in {' or '.join(it.movable)}, "
+                            "which are full; no tier plan fits this part")
     return choice
 
 
