@@ -14,6 +14,7 @@ from typing import Any
 from passes.experts import baselines as base
 from passes.experts.cost import Cost, Placement, evaluate
 from passes.experts.ilp import IlpResult, load_caps, solve_joint, solve_layerwise
+from passes.experts.replicas_ilp import replicate_ilp
 from passes.experts.trace import ExpertsError, ExpertTrace
 
 SOLVERS = ("ilp", "joint", "greedy", "contiguous", "round-robin")
@@ -74,11 +75,19 @@ def decide(trace: ExpertTrace, devices: int, capacity: int | None = None, replic
         if result.layers_fallback:
             note = (note + "; " if note else "") + (
                 f"no incumbent in {len(result.layers_fallback)} layer(s): {warm_name} kept there")
+    rep_info: dict[str, Any] = {"replicas_by": "none", "replicas_status": "not-run"}
     if replicate > 0:
-        replicated = base.replicate(trace, placement, replicate, cap)
-        rcost = evaluate(trace, replicated)
-        if rcost.objective < cost.objective:
-            placement, cost, chosen_name = replicated, rcost, chosen_name + "+replicas"
+        # Copies chosen by the per-layer ILP and by EPLB-style greedy; the replay picks.
+        by_ilp = replicate_ilp(trace, placement, replicate, cap, caps, max(1.0, time_limit / 4))
+        tried = {"ilp": by_ilp.placement, "greedy": base.replicate(trace, placement, replicate, cap)}
+        rcosts = {k: evaluate(trace, p) for k, p in tried.items()}
+        for k in ("ilp", "greedy"):
+            rep_info[f"replicas_{k}_objective"] = round(rcosts[k].objective, 3)
+        rep_info["replicas_status"] = ",".join(sorted(set(by_ilp.statuses)))
+        by = min(rcosts, key=lambda k: (rcosts[k].objective, k))
+        if rcosts[by].objective < cost.objective:
+            placement, cost, chosen_name = tried[by], rcosts[by], chosen_name + "+replicas"
+            rep_info["replicas_by"] = by
     summary: dict[str, Any] = {
         "devices": devices, "capacity": cap, "replicate": replicate, "solver": solver,
         "chosen": chosen_name, "layers": trace.layers, "experts": trace.experts, "top_k": trace.top_k,
@@ -94,7 +103,7 @@ def decide(trace: ExpertTrace, devices: int, capacity: int | None = None, replic
         "ilp_variables": result.variables if result else 0, "ilp_rows": result.rows if result else 0,
         "cross_tokens": cost.cross, "dispatch_tokens": cost.dispatched, "return_tokens": cost.returned,
         "max_mean_load": round(cost.max_mean, 4), "extra_replicas": placement.extra_replicas(),
-        "note": note,
+        "note": note, **rep_info,
     }
     for name, c in costs.items():
         summary.update(c.as_dict(name))

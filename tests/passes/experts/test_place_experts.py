@@ -151,3 +151,45 @@ def test_polish_descends_on_the_replayed_objective_within_capacity_and_load_cap(
     assert (after.loads.max(axis=1) <= caps + 1e-9).all()
     again, more = polish(trace, got, devices, cap, caps, time.perf_counter() + 10.0)
     assert more == 0 and (again == got).all()  # a fixed point: no improving swap or move is left
+
+
+def test_replica_ilp_is_exact_on_one_top1_layer_and_never_worse_than_none():
+    from passes.experts.replicas_ilp import replicate_ilp
+
+    # One layer, top-1: no returns, no next layer, so the ILP's terms are the whole objective.
+    trace = generate(layers=1, experts=8, top_k=1, tokens=120, calls=2, zipf=1.5, seed=11)
+    home = base.contiguous(1, 8, 4)
+    caps = load_caps(trace, 4)
+    got = replicate_ilp(trace, home, 2, 3, caps, 10.0)
+    assert got.statuses == ["optimal"]
+    assert got.placement.extra_replicas() >= 1 and (got.placement.slots_used() <= 3).all()
+    # Brute force over every set of at most 2 extra copies (one per expert) on free slots.
+    import itertools
+
+    from passes.experts.cost import Placement
+
+    cands = [(e, d) for e in range(8) for d in range(4) if d != e // 2]
+    best = evaluate(trace, home).objective
+    for n in (1, 2):
+        for combo in itertools.combinations(cands, n):
+            if len({e for e, _ in combo}) < n:
+                continue
+            reps = [[e // 2] for e in range(8)]
+            for e, d in combo:
+                reps[e].append(d)
+            p = Placement(4, (tuple(tuple(r) for r in reps),))
+            if (p.slots_used() <= 3).all() and (evaluate(trace, p).loads.max() <= caps[0] + 1e-9):
+                best = min(best, evaluate(trace, p).objective)
+    assert evaluate(trace, got.placement).objective == pytest.approx(best)
+
+
+@pytest.mark.parametrize("devices,seed", [(2, 1), (4, 2), (8, 3)])
+def test_replication_through_decide_never_worse_and_capacities_hold(devices, seed):
+    trace = generate(layers=3, experts=16, tokens=96, calls=2, zipf=1.2, seed=seed)
+    cap = -(-16 // devices) + 1
+    plain = decide(trace, devices, capacity=cap, time_limit=3.0)
+    rep = decide(trace, devices, capacity=cap, replicate=2, time_limit=3.0)
+    assert rep.summary["objective"] <= plain.summary["objective"] + 1e-6
+    assert rep.summary["objective"] <= rep.summary["replicas_ilp_objective"] + 1e-6
+    assert (rep.placement.slots_used() <= cap).all()
+    assert max(sum(len(r) - 1 for r in row) for row in rep.placement.replicas) <= 2
