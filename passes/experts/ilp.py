@@ -159,13 +159,25 @@ def pair_budget(experts: int) -> int | None:
     return None if experts <= 8 else 0
 
 
-def rel_gap(experts: int) -> float | None:
-    """HiGHS's stopping gap (on the savings objective): exact up to 8 experts, else 1%.
+def rel_gap(experts: int, constant: float = 0.0, prog: IntegerProgram | None = None,
+            lay: _Layer | None = None) -> float | None:
+    """HiGHS's stopping gap: exact up to 8 experts, else 1% of the layer's *modeled* objective.
 
-    At 64 experts x 8 devices a layer takes ~2.5 s to prove optimal and ~1.4 s to 1%; the
-    difference in the modeled objective was under 1% (20424 vs 20601 on a generated trace).
+    HiGHS measures its gap on what the program minimizes (minus the savings S); the report's
+    gap (`_gap`) is on the modeled objective (constant - S + load), which is what "1%"
+    should mean. Layer 0 shows why it matters: its owners are the data-parallel blocks, so
+    every device sees nearly the same tokens, savings differ little between near-symmetric
+    placements (531 of 6144 at 64 experts x 8 devices) and proving 1% of the savings took
+    2.5 s. With S_max = sum_e max_d (saving of e on d) >= S, stopping at a relative gap of
+    0.01 (constant - S_max) / S_max leaves an absolute gap <= 1% of constant - S, so the
+    reported gap stays within 1%.
     """
-    return None if experts <= 8 else 0.01
+    if experts <= 8:
+        return None
+    if prog is None or lay is None:
+        return 0.01
+    s_max = sum(max(-prog.costs[v] for v in row) for row in lay.x)
+    return max(0.01, 0.01 * (constant - s_max) / max(1.0, s_max))
 
 
 def hop_budget(experts: int) -> int | None:
@@ -209,12 +221,16 @@ def solve_layerwise(trace: ExpertTrace, devices: int, capacity: int, time_limit:
     budget = pair_budget(trace.experts) if budget == -1 else budget
     assign = warm.primary().copy()
     statuses, gaps, bound, fallback, nvars, nrows = [], [], 0.0, [], 0, 0
-    first_share = time_limit if sweeps <= 1 else 0.6 * time_limit
+    # Most layers solve in well under their even share; a few (layer 0, whose owners are
+    # near-symmetric data-parallel blocks) need several shares, so a layer may take up to 4.
+    first_share = time_limit if sweeps <= 1 else 0.8 * time_limit
     for l in range(trace.layers):
         prog, lay, constant, left = _layer_program(trace, l, assign, devices, capacity, loads[l], caps[l],
                                                    budget, False)
-        seconds = max(0.2, (first_share - (time.perf_counter() - start)) / (trace.layers - l))
-        sol = _quiet_solve(prog, seconds, _initial(prog, [lay], [l], assign, loads, []), rel_gap(trace.experts))
+        left_s = first_share - (time.perf_counter() - start)
+        seconds = max(0.2, min(left_s, 4.0 * left_s / (trace.layers - l)))
+        init = _initial(prog, [lay], [l], assign, loads, [])
+        sol = _quiet_solve(prog, seconds, init, rel_gap(trace.experts, constant, prog, lay))
         nvars, nrows = nvars + prog.num_vars, nrows + len(prog.rows)
         if sol.has_solution:
             assign[l] = _assignment(sol, lay)
@@ -231,9 +247,11 @@ def solve_layerwise(trace: ExpertTrace, devices: int, capacity: int, time_limit:
             left_s = time_limit - (time.perf_counter() - start)
             if left_s < 0.2:
                 break
-            prog, lay, _, _ = _layer_program(trace, l, assign, devices, capacity, loads[l], caps[l], budget, True)
-            sol = _quiet_solve(prog, max(0.2, left_s / trace.layers), _initial(prog, [lay], [l], assign, loads, []),
-                               rel_gap(trace.experts))
+            prog, lay, constant, _ = _layer_program(trace, l, assign, devices, capacity, loads[l], caps[l], budget,
+                                                    True)
+            init = _initial(prog, [lay], [l], assign, loads, [])
+            sol = _quiet_solve(prog, max(0.2, left_s / trace.layers), init,
+                               rel_gap(trace.experts, constant, prog, lay))
             if not sol.has_solution:
                 continue
             trial = assign.copy()
