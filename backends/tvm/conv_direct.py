@@ -36,6 +36,7 @@ import torch
 from tvm import s_tir, te, tirx
 
 from backends.tvm.dense_packed import MIN_PARALLEL_MACS, OPAQUE
+from backends.tvm.fast_expr import silu
 from backends.tvm.schedule import SCHEDULE_ATTR
 
 POLICIES = ("auto", "direct", "library")
@@ -144,7 +145,9 @@ def _padded(x: te.Tensor, s: ConvShape) -> te.Tensor:
     )
 
 
-Activation = tuple[float | None, float | None] | None  # clamp bounds applied on write-back
+# What the write-back applies last: ("clamp", lo, hi) (ReLU is ("clamp", 0.0, None), ReLU6
+# ("clamp", 0.0, 6.0)), ("silu",), or None.
+Activation = tuple | None
 
 
 def conv_direct_func(
@@ -154,7 +157,7 @@ def conv_direct_func(
     """Scheduled PrimFunc `(x [N,Ci,H,W], Wp, [bias [Co]], [residual [N,Co,OH,OW]], out)`.
 
     The write-back adds the bias, then the residual (ResNet's and MobileNetV2's shortcut),
-    then clamps (`activation`: ReLU is `(0, None)`, ReLU6 `(0, 6)`)."""
+    then applies `activation` (a clamp, or SiLU through `fast_expr`)."""
     x = te.placeholder((s.n, s.ci, s.h, s.w), "float32", name="x")
     tail = Tail(
         te.placeholder((s.co,), "float32", name="bias") if bias else None,
@@ -184,11 +187,13 @@ class Tail:
     def __call__(self, v: tirx.PrimExpr, n, co, i, j) -> tirx.PrimExpr:
         v = v + self.bias[co] if self.bias is not None else v
         v = v + self.residual[n, co, i, j] if self.residual is not None else v
-        if self.activation is not None:
-            lo, hi = self.activation
-            v = tirx.max(v, tirx.const(lo, "float32")) if lo is not None else v
-            v = tirx.min(v, tirx.const(hi, "float32")) if hi is not None else v
-        return v
+        if self.activation is None:
+            return v
+        if self.activation[0] == "silu":
+            return silu(v)
+        _, lo, hi = self.activation
+        v = tirx.max(v, tirx.const(lo, "float32")) if lo is not None else v
+        return tirx.min(v, tirx.const(hi, "float32")) if hi is not None else v
 
 
 def pointwise_rows(s: ConvShape, lanes: int) -> bool:

@@ -43,10 +43,10 @@ from ir.ops.sources import ParamOp
 
 @dataclass
 class Epilogue:
-    """A batch norm (on parameters) and an optional clamp absorbed into a convolution."""
+    """What a convolution's write-back absorbs (see `_epilogue`)."""
 
-    ops: list[KilnOp]  # the absorbed ops, in program order: batch_norm[, relu|clamp]
-    names: tuple[str, str, str, str]  # the batch norm's mean, var, weight, bias parameters
+    ops: list[KilnOp]  # the absorbed ops, in program order: [batch_norm][, add][, activation]
+    names: tuple[str, str, str, str] | None  # the batch norm's mean, var, weight, bias; None: no batch norm
     eps: float
     activation: Activation
     residual: Any = None  # the value the absorbed add reads besides the convolution
@@ -107,7 +107,7 @@ class ConvPlan:
         absorbed batch norm brings four)."""
         site = self.sites.get(op)
         if site is not None:
-            return index == 1 or (index == 2 and site.epilogue is not None)
+            return index == 1 or (index == 2 and site.epilogue is not None and site.epilogue.names is not None)
         return op in self.absorbed and op.name == "kiln.batch_norm" and index >= 1
 
     def remaining(self, step: list[KilnOp]) -> list[KilnOp]:
@@ -141,7 +141,7 @@ class ConvPlan:
         """The packed weight, and the folded bias when a batch norm was absorbed."""
         s, name, cb, epi = site.shape, site.weight, site.cb, site.epilogue
         shape = [s.co, s.kh, s.kw] if s.depthwise else [s.co // cb, s.ci // s.groups, s.kh, s.kw, cb]
-        if epi is None:
+        if epi is None or epi.names is None:  # no batch norm to fold: the weight as it is
             key = (name, cb)
             if key not in self._derived:
                 self._derived[key] = derived.add(f"{name}.conv{cb}", lambda p: pack_weight(p[name], s, cb),
@@ -172,30 +172,41 @@ def _folder(weight: str, bias: str | None, epi: Epilogue):
 
 
 def _epilogue(conv: Conv2dOp, order: dict[Any, int]) -> Epilogue | None:
-    """The batch norm that reads only `conv`, if it can be absorbed, with what follows it in
-    its fusion group as a chain: a residual add (ResNet's and MobileNetV2's shortcut, when
-    the shortcut is computed before the convolution), then a relu/clamp. The rest of that
-    group (a pad for the next convolution, ...) stays a kernel of its own."""
-    bn = _next_in_chain(conv, None)
-    if bn is None or bn.name != "kiln.batch_norm" or bn.operands[0] is not conv.results[0]:
-        return None
-    if not all(isinstance(v.owner, ParamOp) for v in bn.operands[1:5]):
-        return None  # a training-mode or computed batch norm: not foldable at load time
-    names = tuple(v.owner.opt("name") for v in bn.operands[1:5])
-    ops, residual, activation = [bn], None, None
-    group = bn.attributes.get("group")
-    nxt = _next_in_chain(bn, group)
-    if nxt is not None and nxt.name == "kiln.add":
-        other = nxt.operands[1] if nxt.operands[0] is bn.results[0] else nxt.operands[0]
-        same = dtypes.shape_of(other.type) == dtypes.shape_of(bn.results[0].type)
+    """What the convolution's write-back can absorb, as a chain of single-use ops in one
+    fusion group: an inference batch norm (on parameters, folded at load), an add of a
+    shortcut that exists before the convolution runs (ResNet, MobileNetV2), then relu /
+    clamp / silu. The rest of that group (a pad for the next convolution, a pooling)
+    stays a kernel of its own; None when nothing is absorbed."""
+    ops: list[KilnOp] = []
+    names, eps, residual, activation = None, 0.0, None, None
+    nxt = _next_in_chain(conv, None)
+    group = nxt.attributes.get("group") if nxt is not None else None
+    if nxt is not None and nxt.name == "kiln.batch_norm" and nxt.operands[0] is conv.results[0]:
+        if not all(isinstance(v.owner, ParamOp) for v in nxt.operands[1:5]):
+            return None  # a training-mode or computed batch norm: not foldable at load time
+        names, eps = tuple(v.owner.opt("name") for v in nxt.operands[1:5]), float(nxt.opt("eps"))
+        ops.append(nxt)
+        nxt = _next_in_chain(nxt, group)
+    if ops and nxt is not None and nxt.name == "kiln.add":  # only after a batch norm: a bias-less
+        last = ops[-1].results[0]                          # conv + add is a linear's residual
+        other = nxt.operands[1] if nxt.operands[0] is last else nxt.operands[0]
+        same = dtypes.shape_of(other.type) == dtypes.shape_of(last.type)
         if same and dtypes.dtype_of(other.type) == torch.float32 and _before(other, conv, order):
-            ops, residual = [bn, nxt], other
+            ops, residual = [*ops, nxt], other
             nxt = _next_in_chain(nxt, group)
-    if nxt is not None and nxt.name == "kiln.relu":
-        ops, activation = [*ops, nxt], (0.0, None)
-    elif nxt is not None and nxt.name == "kiln.clamp":
-        ops, activation = [*ops, nxt], (nxt.opt("min"), nxt.opt("max"))
-    return Epilogue(ops, names, float(bn.opt("eps")), activation, residual)
+    if nxt is not None and (activation := _activation(nxt)) is not None:
+        ops.append(nxt)
+    return Epilogue(ops, names, eps, activation, residual) if ops else None
+
+
+def _activation(op: KilnOp) -> tuple | None:
+    if op.name == "kiln.relu":
+        return ("clamp", 0.0, None)
+    if op.name == "kiln.clamp":
+        return ("clamp", op.opt("min"), op.opt("max"))
+    if op.name == "kiln.silu":
+        return ("silu",)
+    return None
 
 
 def _next_in_chain(op: KilnOp, group: Any) -> KilnOp | None:
@@ -239,7 +250,8 @@ def _site(conv: Conv2dOp, weight: str, groups: dict[int, list[KilnOp]], order: d
     epilogue = _epilogue(conv, order) if bias is not None or not has_bias else None
     cb = 1 if shape.depthwise else channel_block(co // shape.groups, lanes)
     try:  # scheduled here, so a shape the schedule cannot take stays on the library
-        func = conv_direct_func(shape, has_bias or epilogue is not None, lanes, options.threads,
+        folds = epilogue is not None and epilogue.names is not None
+        func = conv_direct_func(shape, has_bias or folds, lanes, options.threads,
                                 epilogue.activation if epilogue else None,
                                 residual=epilogue is not None and epilogue.residual is not None)
     except Exception as exc:  # noqa: BLE001 - any schedule error means: not this kernel

@@ -210,3 +210,35 @@ def test_conv1d_weights_reshaped_from_parameters_take_the_direct_kernel():
     torch.testing.assert_close(compiled(x), ref, **TOL)
     paths = compiled.report["dense_paths"]
     assert len(paths) == 2 and all(p.startswith("direct conv") for p in paths.values()), paths
+
+
+def test_silu_and_bias_only_activations_run_in_the_write_back():
+    """EfficientNet: conv+bn+silu; its squeeze-excite: conv (bias, no batch norm) + silu."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(6, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.SiLU(),
+                          nn.Conv2d(8, 8, 1), nn.SiLU(), nn.Conv2d(8, 4, 1), nn.ReLU()).eval()
+    model[1].running_mean.uniform_(-1, 1)
+    model[1].running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 6, 8, 8) * 4  # SiLU's both tails
+    with torch.no_grad():
+        ref = model(x)
+    compiled = compile_model(model, (x,), target="tvm", use_cache=False)
+    torch.testing.assert_close(compiled(x), ref, **TOL)
+    paths = sorted(compiled.report["dense_paths"].values())
+    assert [p.split(":")[0] for p in paths] == ["direct conv + batch_norm+silu", "direct conv + relu",
+                                                "direct conv + silu"], paths
+
+
+def test_fast_exp_expression_matches_torch():
+    from tvm import te
+
+    from backends.tvm.fast_expr import fast_exp
+
+    n = 20000
+    x = te.placeholder((n,), "float32", name="x")
+    e = te.compute((n,), lambda i: fast_exp(x[i]), name="e")
+    kernel = tvm.tirx.build(te.create_prim_func([x, e]), target=cpu_target())["main"]
+    xs, out = torch.linspace(-87, 88, n), torch.empty(n)
+    kernel(xs, out)
+    ref = torch.exp(xs.double())
+    assert ((out.double() - ref).abs() / ref).max() < 1e-6
