@@ -124,7 +124,7 @@ def execution_steps(fn: func.FuncOp) -> list[list[Operation]]:
         raise ValueError(f"map-memory: {err}") from None
 
 
-def lifetimes(fn: func.FuncOp, steps: list[list[Operation]] | None = None) -> Lifetimes:
+def lifetimes(fn: func.FuncOp, steps: list[list[Operation]] | None = None, in_place: bool = True) -> Lifetimes:
     """Buffers of `fn` for the given step order (default: `execution_steps(fn)`).
 
     A reshape that is a step of its own is a view in every runtime (TVM lowers it to
@@ -166,7 +166,7 @@ def lifetimes(fn: func.FuncOp, steps: list[list[Operation]] | None = None) -> Li
                 spans.append([-(-max(nbytes, 1) // ALIGN), t, end, nbytes])
                 names.append(_name(op, r))
                 values.append(r)
-    merged = _in_place(steps, spans, values, buffer_of)
+    merged = _in_place(steps, spans, values, buffer_of) if in_place else {}
     keep = [i for i in range(len(spans)) if i not in merged]
     index = {old: new for new, old in enumerate(keep)}
     buffers = [Buffer(index[i], *_span(spans[i]), names[i]) for i in keep]

@@ -13,7 +13,8 @@ result is returned, or stays inside its fused group), a parameter or constant ge
 each step contiguous, so every runtime runs what was planned. The module gets `kiln.memory`:
 arena bytes of the chosen plan, of the ILP, of best-fit and the max-live lower bound, the
 bytes with no reuse at all, solver status, objective, bound, gap and seconds; `reorder` adds
-the peak before and after; `tiers` adds the tier plan's modeled cost against the baseline.
+the real peak of program order, the greedy order and the order ILP's, which one was chosen,
+and the order ILP's status, objective, bound, gap and seconds (on its model); `tiers` adds the tier plan's modeled cost against the baseline.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from xdsl.passes import ModulePass
 from ir.program import entry_function
 from passes.memory.lifetimes import ALIGN, Lifetimes, execution_steps, lifetimes
 from passes.memory.offsets_ilp import OffsetPlan, plan_offsets
-from passes.memory.reorder import apply_order, better_order
+from passes.memory.reorder import Reorder, apply_order, better_order
 from passes.memory.fpga_arrays import hls_arrays
 from passes.memory.sizes import FPGA_DEFAULT_BITS, stored_bytes
 from passes.memory.tiers import Item, TierError, TierPlan, check_part, plan_tiers, tiers_for
@@ -94,10 +95,9 @@ def map_memory(module: ModuleOp, options: MapMemoryPass) -> dict[str, float | in
     steps = execution_steps(fn)
     summary: dict[str, float | int | str] = {"solver": options.solver}
     if options.reorder:
-        steps, peak, before = better_order(fn, steps)
-        summary.update(
-            reorder_peak_before_bytes=before * ALIGN, reorder_peak_after_bytes=peak * ALIGN
-        )
+        choice = better_order(fn, steps, options.time_limit)
+        steps = choice.steps
+        summary.update(_describe_reorder(choice))
     apply_order(fn, steps)
     life = lifetimes(fn, steps)
     plan = plan_offsets(life.buffers, options.solver, options.time_limit)
@@ -109,6 +109,22 @@ def map_memory(module: ModuleOp, options: MapMemoryPass) -> dict[str, float | in
     _write(life, plan, tier_of)
     summary["seconds"] = time.perf_counter() - start
     return summary
+
+
+def _describe_reorder(choice: Reorder) -> dict[str, float | int | str]:
+    ilp = choice.ilp
+    out: dict[str, float | int | str] = {
+        "reorder_chosen": choice.chosen,
+        "reorder_peak_before_bytes": choice.peaks["program"] * ALIGN,
+        "reorder_peak_greedy_bytes": choice.peaks["greedy"] * ALIGN,
+        "reorder_peak_ilp_bytes": choice.peaks["ilp"] * ALIGN,
+        "reorder_peak_after_bytes": choice.peaks[choice.chosen] * ALIGN,
+    }
+    if ilp is not None:  # the ILP's own numbers are on its model (no in-place writes)
+        out.update(reorder_status=ilp.status, reorder_objective_bytes=ilp.peak * ALIGN,
+                   reorder_bound_bytes=ilp.bound * ALIGN, reorder_gap=ilp.gap,
+                   reorder_seconds=ilp.seconds, reorder_variables=ilp.variables)
+    return out
 
 
 def _describe(life: Lifetimes, plan: OffsetPlan) -> dict[str, float | int | str]:

@@ -1,66 +1,71 @@
 """`reorder=true`: choose an execution order of the fused steps that lowers the peak.
 
-OLLA optimizes lifetimes and offsets jointly; here the order is chosen first, then the
-offset ILP runs on the lifetimes it gives. The order search is a list scheduler: among
-the steps whose inputs are ready, run the one that frees the most memory net of what it
-allocates (ties: program order). Its peak (max-live) is compared with program order's and
-the lower one is kept, so reordering never makes the lower bound worse. Any topological
-order computes the same values, so results do not change; the function's ops are then
-moved into that order, one contiguous run per step, so every runtime executes it.
+OLLA optimizes lifetimes and offsets jointly; here the order is chosen first (exactly, by
+the ILP in `order_ilp.py`), then the offset ILP runs on the lifetimes it gives. The order
+problem is read off the IR: one buffer per value that needs one (views folded into the
+buffer they view, returned and group-internal values left out, as `lifetimes.py` does),
+made by its step and read by the steps that read it or a view of it. The model leaves
+out in-place writes (whether an input dies at a step depends on the order), so its peak
+is an upper bound of the real one; every candidate order (program order, the greedy list
+scheduler, the ILP's) is therefore measured with the real lifetimes, and the lowest real
+peak wins (ties keep program order, then the greedy one), so reordering never makes the
+peak worse. Any topological order computes the same values, so results do not change; the
+function's ops are then moved into that order, one contiguous run per step, so every
+runtime executes it.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 from xdsl.dialects import func
 from xdsl.ir import Operation
 
 from ir.steps import step_deps
-from passes.memory.lifetimes import lifetimes
+from passes.memory.lifetimes import VIEW_OPS, lifetimes
+from passes.memory.order_ilp import OrderProblem, OrderResult, greedy_order, ilp_order
 
 
-def better_order(fn: func.FuncOp, steps: list[list[Operation]]) -> tuple[list[list[Operation]], int, int]:
-    """(order, its max-live, program order's max-live), both in ALIGN units."""
-    base = lifetimes(fn, steps)
-    base_peak = base.max_live()
+@dataclass
+class Reorder:
+    steps: list[list[Operation]]  # the chosen order
+    chosen: str  # program | greedy | ilp
+    peaks: dict[str, int] = field(default_factory=dict)  # real max-live per candidate (ALIGN units)
+    ilp: OrderResult | None = None
+
+
+def order_problem(fn: func.FuncOp, steps: list[list[Operation]]) -> OrderProblem:
+    life = lifetimes(fn, steps, in_place=False)
     step_of = {op: t for t, ops in enumerate(steps) for op in ops}
-    deps = step_deps(steps)
-    produced = [0] * len(steps)
-    consumers: dict[int, set[int]] = {}  # buffer -> steps still to read it
-    reads: list[list[int]] = [[] for _ in steps]
-    for b, value in zip(base.buffers, base.values):
-        produced[b.start] += b.size
-        users = {step_of[u.operation] for u in value.uses if u.operation in step_of} - {b.start}
-        consumers[b.index] = users
-        for u in users:
-            reads[u].append(b.index)
-    size = {b.index: b.size for b in base.buffers}
+    view_steps = {t for t, ops in enumerate(steps) if len(ops) == 1 and ops[0].name in VIEW_OPS}
 
-    def net(t: int) -> int:
-        freed = sum(size[i] for i in reads[t] if consumers[i] == {t})
-        return produced[t] - freed
+    def readers(value, producer: int) -> set[int]:
+        out: set[int] = set()
+        for use in value.uses:
+            t = step_of.get(use.operation)
+            if t is None or t == producer:
+                continue
+            out.add(t)
+            if t in view_steps:  # the view's readers keep the viewed buffer alive
+                out |= readers(use.operation.results[0], t)
+        return out
 
-    users_of: list[set[int]] = [set() for _ in steps]
-    for t, ds in enumerate(deps):
-        for d in ds:
-            users_of[d].add(t)
-    waiting = [len(ds) for ds in deps]
-    ready = [t for t in range(len(steps)) if not waiting[t]]
-    order: list[int] = []
-    while ready:
-        t = min(ready, key=lambda s: (net(s), s))
-        ready.remove(t)
-        order.append(t)
-        for i in reads[t]:
-            consumers[i] = consumers[i] - {t}
-        for u in users_of[t]:
-            waiting[u] -= 1
-            if not waiting[u]:
-                ready.append(u)
-    if len(order) != len(steps):
-        raise ValueError("map-memory: steps form a cycle; groups must be convex")
-    candidate = [steps[t] for t in order]
-    peak = lifetimes(fn, candidate).max_live()
-    return (candidate, peak, base_peak) if peak < base_peak else (steps, base_peak, base_peak)
+    buffers = []
+    for b, value in zip(life.buffers, life.values):
+        buffers.append((b.start, frozenset(readers(value, b.start)), b.size))
+    deps = [frozenset(d) for d in step_deps(steps)]
+    return OrderProblem(len(steps), deps, buffers)
+
+
+def better_order(fn: func.FuncOp, steps: list[list[Operation]], time_limit: float = 10.0) -> Reorder:
+    """Program order, the greedy order and the ILP's, each measured; the lowest peak wins."""
+    problem = order_problem(fn, steps)
+    greedy = greedy_order(problem)
+    exact = ilp_order(problem, time_limit, starts=[greedy])
+    candidates = {"program": list(range(len(steps))), "greedy": greedy, "ilp": exact.order}
+    peaks = {name: lifetimes(fn, [steps[t] for t in order]).max_live() for name, order in candidates.items()}
+    chosen = min(candidates, key=lambda name: peaks[name])  # dict order breaks ties: program first
+    return Reorder([steps[t] for t in candidates[chosen]], chosen, peaks, exact)
 
 
 def apply_order(fn: func.FuncOp, steps: list[list[Operation]]) -> None:
