@@ -153,7 +153,7 @@ def measure() -> list[str]:
            "are indicative only, the collective counts and bytes are exact; median of 3 calls; plans priced "
            "for gloo)"), "",
            ("| ranks | plan | local programs built by | local programs | measured ms | modeled ms "
-            "| measured / modeled | collectives issued = predicted | MB sent (modeled) | max abs error |"),
+            "| measured / modeled | collectives issued = predicted | MB sent by collectives (modeled) | max abs error |"),
            "|---|---|---|---|---|---|---|---|---|---|"]
     runs: list[tuple[tuple[int, ...], str]] = [((2,), s) for s in ("ilp", *BASELINES)]
     runs += [((4,), s) for s in ("ilp", *BASELINES)]
@@ -172,8 +172,11 @@ def measure() -> list[str]:
         for i, (name, backend) in enumerate(names):
             r = reports[0][i]
             match = all(rank[i]["collectives_match"] for rank in reports)
-            issued = r["issued"] if "sent_mb" in r else {f"rank {k}": rank[i]["issued"] for k, rank in enumerate(reports)}
-            sent = f"{r['sent_mb']:.3f} ({r['modeled_comm_mb']:.3f})" if "sent_mb" in r else "-"
+            issued = r["issued"] if "stage" not in r else {f"rank {k}": rank[i]["issued"] for k, rank in enumerate(reports)}
+            same = all(math.isclose(rank[i]["sent_mb"], rank[i]["modeled_comm_mb"], rel_tol=1e-6, abs_tol=1e-9)
+                       for rank in reports)
+            who = "" if "stage" not in r else "rank 0: "
+            sent = f"{who}{r['sent_mb']:.3f} ({r['modeled_comm_mb']:.3f}); all ranks equal: {same}"
             out.append(f"| {'x'.join(map(str, mesh))} | {name} | {backend} | {r['local_programs']} "
                        f"| {r['measured_ms']:.1f} | {r['modeled_ms']:.2f} | {r['measured_ms'] / r['modeled_ms']:.1f} "
                        f"| {issued} (all ranks equal the plan: {match}) | {sent} | {r['max_abs_error']:.1e} |")

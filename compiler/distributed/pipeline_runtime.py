@@ -88,6 +88,7 @@ def run_rank(ctx: RankContext, payload: tuple, inputs: tuple[torch.Tensor, ...],
 
     final = step()
     issued = {**dict(coll.calls), **dict(calls)}
+    sent_mb = coll.sent / 1e6
     times = []
     for _ in range(repeats):
         dist.barrier()
@@ -101,7 +102,8 @@ def run_rank(ctx: RankContext, payload: tuple, inputs: tuple[torch.Tensor, ...],
         predicted["recv"] += m * (s > 0) + len(ret.operands) * head
     predicted_d = {k: v for k, v in predicted.items() if v}
     report: dict[str, Any] = {"rank": ctx.rank, "stage": s, "issued": issued, "predicted": predicted_d,
-                              "collectives_match": issued == predicted_d,
+                              "collectives_match": issued == predicted_d, "sent_mb": sent_mb,
+                              "modeled_comm_mb": m * float(summary.get("stage_comm_mb", [0.0] * stages)[s]),
                               "measured_ms": statistics.median(times) * 1e3 if times else math.nan,
                               "modeled_ms": float(summary.get("objective_us", 0.0)) / 1e3,
                               "cuts": summary.get("cuts"), "submesh": "x".join(map(str, sub)), **built}

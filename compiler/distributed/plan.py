@@ -8,6 +8,7 @@ predicts per rank (computed from the placements on the IR with the same
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -120,7 +121,9 @@ def plan_model(model: torch.nn.Module | Captured, inputs: Sequence[torch.Tensor]
         if shards:
             _check_stage_cuts(module, captured.params, stages[-1].stages, stages[-1].microbatches, planned[1:])
         summary = {**decisions.get("pipeline", {}), "shard": decisions.get("shard", {})}
-        per_stage = {s: predicted_collectives(module, stage=s) for s in range(stages[-1].stages)}
+        traffic = [plan_traffic(module, s, stages[-1].microbatches) for s in range(stages[-1].stages)]
+        per_stage = {s: t[0] for s, t in enumerate(traffic)}
+        summary["stage_comm_mb"] = [t[1] / 1e6 for t in traffic]  # one microbatch, one rank
         return PlannedModel(str(module), captured.params, captured.input_order, captured.eager_outputs,
                             summary, per_stage, kind="pipeline")  # type: ignore[arg-type]
     return PlannedModel(str(module), captured.params, captured.input_order, captured.eager_outputs,
@@ -153,18 +156,33 @@ def _size(mesh: tuple[int, ...]) -> int:
 def predicted_collectives(module: ModuleOp, stage: int | None = None) -> dict[str, int]:
     """Collectives one rank issues under the plan on `module` (every rank issues the same);
     with `stage`, one microbatch of that pipeline stage (the last one gathers the results)."""
+    return plan_traffic(module, stage)[0]
+
+
+def plan_traffic(module: ModuleOp, stage: int | None = None, microbatches: int = 1) -> tuple[dict[str, int], float]:
+    """(collectives by kind, bytes one rank sends) under the plan, by the cost model's formulas;
+    with `stage`, for one microbatch of that stage (values carrying the batch are 1/M of it)."""
+    from cost_models import comm
     from ir import dtypes
     from ir.program import entry_function
+    from passes.shard.placement import local_shape, step_bytes
 
     fn = entry_function(module)
     mesh = tuple(int(m) for m in fn.attributes["kiln.mesh"].data.split("x"))  # type: ignore[union-attr]
     placement = dict(zip(fn.body.block.args, _split(fn.attributes["kiln.arg_placements"].data)))  # type: ignore[union-attr]
+    batched = set(fn.body.block.args)
     counts: Counter[str] = Counter()
+    sent = 0.0
+
+    def nbytes(value) -> float:
+        return dtypes.nbytes(value.type) / (microbatches if value in batched else 1)
 
     def edge(value, dst) -> None:
-        for s in reshard_steps(placement[value], dst, dtypes.shape_of(value.type), mesh, dtypes.nbytes(value.type)):
+        nonlocal sent
+        for s in reshard_steps(placement[value], dst, dtypes.shape_of(value.type), mesh, nbytes(value)):
             if s.kind != "slice":
                 counts[s.kind] += 1
+                sent += step_bytes(s, mesh)
 
     ops = list(fn.body.block.ops)
     last = max((int(o.attributes["kiln.stage"].value.data) for o in ops if "kiln.stage" in o.attributes),  # type: ignore[union-attr]
@@ -178,15 +196,24 @@ def predicted_collectives(module: ModuleOp, stage: int | None = None) -> dict[st
                 and int(op.attributes["kiln.stage"].value.data) != stage:  # type: ignore[union-attr]
             for r in op.results:
                 placement[r] = parse(op.attributes["kiln.placement"].data)  # type: ignore[union-attr]
+            if any(v in batched for v in op.operands):
+                batched.update(op.results)
             continue
         wants = _split(op.attributes["kiln.operand_placements"].data) if "kiln.operand_placements" in op.attributes else []
         for v, q in zip(op.operands, wants):
             edge(v, q)
+        out_p = parse(op.attributes["kiln.placement"].data)  # type: ignore[union-attr]
+        if any(v in batched for v in op.operands):
+            batched.update(op.results)
         if "kiln.all_reduce" in op.attributes:
-            counts["all_reduce"] += len(op.attributes["kiln.all_reduce"].data.split(","))
+            local = nbytes(op.results[0]) * math.prod(local_shape(out_p, dtypes.shape_of(op.results[0].type), mesh)) \
+                / max(dtypes.numel(op.results[0].type), 1)
+            for a in op.attributes["kiln.all_reduce"].data.split(","):  # type: ignore[union-attr]
+                counts["all_reduce"] += 1
+                sent += comm.wire_bytes("all_reduce", local, mesh[int(a)])
         for r in op.results:
-            placement[r] = parse(op.attributes["kiln.placement"].data)
-    return dict(counts)
+            placement[r] = out_p
+    return dict(counts), sent
 
 
 def _split(text: str) -> list[tuple[int, ...]]:
