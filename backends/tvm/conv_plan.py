@@ -158,11 +158,13 @@ class ConvPlan:
 
 
 def _folder(weight: str, bias: str | None, epi: Epilogue):
-    """p -> (W', b'): the batch norm folded into the convolution, computed in float64."""
-    mean, var, gamma, beta = epi.names
+    """p -> (W', b'): the batch norm folded into the convolution, computed in float64. The
+    closure holds names and eps only: the compile cache stores it (cloudpickle) for warm
+    reloads, which must not drag the IR's ops along."""
+    (mean, var, gamma, beta), eps = epi.names, epi.eps
 
     def fold(p: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        scale = p[gamma].detach().double() / torch.sqrt(p[var].detach().double() + epi.eps)
+        scale = p[gamma].detach().double() / torch.sqrt(p[var].detach().double() + eps)
         w = p[weight].detach().double().reshape(len(scale), -1)  # a conv1d's weight has no H
         b = p[bias].detach().double() if bias is not None else torch.zeros_like(scale)
         folded_b = (b - p[mean].detach().double()) * scale + p[beta].detach().double()

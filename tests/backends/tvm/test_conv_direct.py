@@ -242,3 +242,17 @@ def test_fast_exp_expression_matches_torch():
     kernel(xs, out)
     ref = torch.exp(xs.double())
     assert ((out.double() - ref).abs() / ref).max() < 1e-6
+
+
+def test_warm_reload_refolds_the_batch_norms_of_the_callers_weights(tmp_path):
+    """The compile cache stores how folded weights are made (no IR inside), and a hit folds
+    the new model's own batch norms."""
+    torch.manual_seed(0)
+    first, second = _ConvBN().eval(), _ConvBN().eval()
+    x = torch.randn(2, 8, 9, 9)
+    a = compile_model(first, (x,), cache_dir=tmp_path)
+    b = compile_model(second, (x,), cache_dir=tmp_path)
+    assert (a.report["compile_cache"]["misses"], b.report["compile_cache"]["hits"]) == (1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(a(x), first(x), **TOL)
+        torch.testing.assert_close(b(x), second(x), **TOL)
