@@ -16,7 +16,8 @@ Hook for expert parallelism (issue 11): when the pipeline contains `place-expert
 each rank is dispatched instead to
 
     compiler.distributed.experts_runtime.run_rank(
-        ctx: RankContext, model_spec: str, pipeline: str, check: bool, atol: float, rtol: float
+        ctx: RankContext, model_spec: str, pipeline: str, check: bool, atol: float, rtol: float,
+        backend: str  # --backend: the local experts' build (tvm | eager)
     ) -> dict
 
 (imported lazily inside the rank). `ctx` carries rank, world_size, mesh and timeout_s; the
@@ -72,7 +73,7 @@ def run_run(
     pipeline = pipeline or f"shard{{mesh={mesh_opt}}}"
     try:
         if "place-experts" in pipeline:
-            results = _run_experts(model_spec, nproc, mesh, pipeline, check, atol, rtol, timeout_s)
+            results = _run_experts(model_spec, nproc, mesh, pipeline, check, atol, rtol, timeout_s, backend)
         else:
             from compiler.distributed.plan import PlanError, plan_model
 
@@ -106,12 +107,12 @@ def run_run(
 
 
 def _run_experts(model_spec: str, nproc: int, mesh: tuple[int, ...], pipeline: str, check: bool,
-                 atol: float, rtol: float, timeout_s: float) -> list[dict]:
+                 atol: float, rtol: float, timeout_s: float, backend: str = "tvm") -> list[dict]:
     import importlib.util
 
     if importlib.util.find_spec("compiler.distributed.experts_runtime") is None:
         fail("place-experts needs compiler/distributed/experts_runtime.py, which is not installed yet")
-    return launch(EXPERTS_TARGET, nproc, (model_spec, pipeline, check, atol, rtol), mesh, timeout_s)
+    return launch(EXPERTS_TARGET, nproc, (model_spec, pipeline, check, atol, rtol, backend), mesh, timeout_s)
 
 
 def launch(target: str, nproc: int, args: tuple, mesh: tuple[int, ...], timeout_s: float) -> list:

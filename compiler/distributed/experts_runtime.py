@@ -6,8 +6,8 @@ Per rank, per MoE layer (the execution model `passes/experts/cost.py` prices):
 2. each rank dispatches the tokens it owns: counts first (`all_to_all_single` on a count
    vector), then rows and (token, choice, expert) ids with `all_to_all_single` and uneven
    splits (the list-form `all_to_all` fails on gloo with uneven sizes);
-3. experts run locally on the rows received (the model's own expert code, one expert at a
-   time), and the outputs go to the device of each token's top-1 expert the same way;
+3. experts run locally on the rows received, one expert at a time, through Kiln's compiled
+   expert MLP (`experts_kernels.py`: TVM by default, eager as an option), and the outputs go to the device of each token's top-1 expert the same way;
 4. that device combines them (weighted sum over choices) and becomes the token's owner;
    an all-reduce of the disjoint combined rows (exact: x + 0 = x) stands in for ExFlow's
    context all-gather, so the replicated dense part sees every token.
@@ -29,9 +29,11 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
+from compiler.distributed.experts_kernels import ExpertKernels, GateUpExpert, ZooExpert, hf_kind
 from passes.experts.cost import Placement, homes, route
+
+ZOO_EXPERT = ZooExpert()
 
 ExpertFn = Callable[[int, torch.Tensor], torch.Tensor]
 
@@ -49,8 +51,10 @@ class Counters:
 class ExpertParallel:
     """The per-rank state shared by all MoE sites of one model: placement, layer, owners."""
 
-    def __init__(self, placement: Placement, rank: int, world: int) -> None:
+    def __init__(self, placement: Placement, rank: int, world: int, backend: str = "tvm") -> None:
         self.placement, self.rank, self.world = placement, rank, world
+        self.kernels = ExpertKernels(backend)
+        self.why_eager: list[str] = []  # MoE sites whose experts run their own eager code
         self.layer = 0
         self.owner: np.ndarray | None = None
         self.count = Counters()
@@ -128,9 +132,16 @@ def install(model: torch.nn.Module, ep: ExpertParallel) -> int:
         if _hf_experts(module):
             original = module.forward
 
-            def hf_forward(hidden, top_k_index, top_k_weights, _orig=original):
+            why = hf_kind(module)
+            if why:
+                ep.why_eager.append(why)
+
+            def hf_forward(hidden, top_k_index, top_k_weights, _orig=original, _m=module, _why=why):
                 def expert(e: int, rows: torch.Tensor) -> torch.Tensor:
                     n = rows.shape[0]
+                    if _why is None:
+                        mlp = GateUpExpert(_m.act_fn)
+                        return ep.kernels.run(mlp, rows, (_m.gate_up_proj[e], _m.down_proj[e]), hidden.shape[0])
                     return _orig(rows, torch.full((n, 1), e, dtype=top_k_index.dtype), rows.new_ones((n, 1)))
 
                 return ep.moe(hidden, top_k_index.reshape(hidden.shape[0], -1),
@@ -145,7 +156,7 @@ def install(model: torch.nn.Module, ep: ExpertParallel) -> int:
                 idx, w = _m.route(tokens)
 
                 def expert(e: int, rows: torch.Tensor) -> torch.Tensor:
-                    return (F.silu(rows @ _m.w_gate[e]) * (rows @ _m.w_up[e])) @ _m.w_down[e]
+                    return ep.kernels.run(ZOO_EXPERT, rows, (_m.w_gate[e], _m.w_up[e], _m.w_down[e]), b * s)
 
                 return ep.moe(tokens, idx, w, expert).reshape(b, s, d)
 
@@ -154,9 +165,10 @@ def install(model: torch.nn.Module, ep: ExpertParallel) -> int:
     return sites
 
 
-def run_expert_parallel(model: torch.nn.Module, inputs: tuple[Any, ...], placement: Placement) -> tuple[Any, Counters]:
+def run_expert_parallel(model: torch.nn.Module, inputs: tuple[Any, ...], placement: Placement,
+                        backend: str = "tvm") -> tuple[Any, Counters, ExpertParallel]:
     """On an initialized group: run `model(*inputs)` expert-parallel; totals summed over ranks."""
-    ep = ExpertParallel(placement, dist.get_rank(), dist.get_world_size())
+    ep = ExpertParallel(placement, dist.get_rank(), dist.get_world_size(), backend)
     if install(model, ep) == 0:
         raise ValueError("no MoE site recognized in the model (experts(hidden, top_k_index, top_k_weights) "
                          "or route() with stacked w_gate/w_up/w_down)")
@@ -171,27 +183,27 @@ def run_expert_parallel(model: torch.nn.Module, inputs: tuple[Any, ...], placeme
     slowest = torch.tensor([c.a2a_seconds], dtype=torch.float64)
     dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
     d, r, b, s = totals.tolist()
-    return out, Counters(d, r, b, s, float(slowest.item()), comp.tolist())
+    return out, Counters(d, r, b, s, float(slowest.item()), comp.tolist()), ep
 
 
 def run_rank(ctx: Any, model_spec: str, pipeline: str, check: bool = True, atol: float = 1e-4,
-             rtol: float = 1e-4) -> dict[str, Any]:
+             rtol: float = 1e-4, backend: str = "tvm") -> dict[str, Any]:
     """`kiln run`'s per-rank entry: plan on rank 0, broadcast, run expert-parallel, compare, count."""
     from compiler.model_loader import load_model
 
     model, inputs, _ = load_model(model_spec)
-    return run_model(ctx, model.eval(), tuple(inputs), pipeline, check, atol, rtol)
+    return run_model(ctx, model.eval(), tuple(inputs), pipeline, check, atol, rtol, backend)
 
 
 def run_model(ctx: Any, model: torch.nn.Module, inputs: tuple[Any, ...], pipeline: str, check: bool = True,
-              atol: float = 1e-4, rtol: float = 1e-4) -> dict[str, Any]:
+              atol: float = 1e-4, rtol: float = 1e-4, backend: str = "tvm") -> dict[str, Any]:
     from compiler.distributed.experts_plan import plan, predict
 
     box: list[Any] = [None, None]
     if ctx.rank == 0:
         try:
             box = list(plan(model, inputs, pipeline, ctx.world_size))
-        except Exception as err:  # every rank must learn of it, or the others wait forever
+        except Exception as err:  # noqa: BLE001  every rank must learn of it, or the others wait forever
             box = [None, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"]
     dist.broadcast_object_list(box, src=0)
     placement, summary = box
@@ -200,12 +212,14 @@ def run_model(ctx: Any, model: torch.nn.Module, inputs: tuple[Any, ...], pipelin
     with torch.no_grad():
         eager = model(*inputs)
     predicted = predict(model, inputs, placement)
-    out, count = run_expert_parallel(model, inputs, placement)
+    out, count, ep = run_expert_parallel(model, inputs, placement, backend)
     err = float((out - eager).abs().max())
     ok = bool(torch.allclose(out, eager, atol=atol, rtol=rtol)) if check else True
     loads = predicted.pop("predicted_loads")
     return {
         "ok": ok, "max_abs_error": err, "rank": ctx.rank,
+        "expert_backend": backend if not ep.why_eager else f"{backend} (eager: {'; '.join(ep.why_eager)})",
+        "expert_builds": ep.kernels.builds, "expert_kernel_calls": ep.kernels.calls,
         "dispatch_tokens": count.dispatched, "return_tokens": count.returned,
         "cross_tokens": count.dispatched + count.returned, "cross_bytes": count.bytes,
         "sync_bytes": count.sync_bytes, "a2a_seconds": round(count.a2a_seconds, 6), "computed_loads": count.computed, **predicted,
@@ -216,6 +230,6 @@ def run_model(ctx: Any, model: torch.nn.Module, inputs: tuple[Any, ...], pipelin
     }
 
 
-def run_many(ctx: Any, cases: list[tuple[str, str]]) -> list[dict[str, Any]]:
-    """Several (model_spec, pipeline) checks in one spawned group (one spawn costs ~5 s here)."""
-    return [run_rank(ctx, spec, pipeline) for spec, pipeline in cases]
+def run_many(ctx: Any, cases: list[tuple]) -> list[dict[str, Any]]:
+    """Several (model_spec, pipeline[, backend]) checks in one spawned group (one spawn costs ~5 s here)."""
+    return [run_rank(ctx, c[0], c[1], backend=c[2] if len(c) > 2 else "tvm") for c in cases]

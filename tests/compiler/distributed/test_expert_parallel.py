@@ -2,7 +2,8 @@
 
 One spawned 2-rank group runs every default check: the zoo `moe` (planned on the IR) and an
 HF Mixtral-style model (planned on its recognized routers: HF expert loops do not capture
-into one Kiln graph). The zoo `moe` with replicated hot experts and a Qwen2-MoE-style model
+into one Kiln graph), both with their local experts built by Kiln's TVM backend, and the zoo
+`moe` again with eager experts. The zoo `moe` with replicated hot experts and a Qwen2-MoE-style model
 (top-4 plus a shared expert) share one slow group. Plans are made on skewed generated traces
 of each model's shape (recording them would import the HF models in this process too, ~15 s
 here; tracing itself is tested in tests/passes/experts); what is checked is that the run
@@ -22,20 +23,21 @@ SHAPES = {"zoo_moe": (2, 8, 2), "mixtral": (2, 8, 2), "qwen2_moe": (2, 8, 4)}  #
 
 def _run(folder, models: tuple[tuple[str, str], ...], ranks: int = 2) -> dict[str, dict]:
     cases, names = [], []
-    for name, opts in models:
+    for name, opts, *backend in models:
         path = folder / f"{name}.json"
         if not path.exists():
             layers, experts, k = SHAPES[name]
             generate(layers, experts, k, tokens=64, calls=2, zipf=1.2, seed=11).save(path)
-        cases.append((f"{MODELS}:{name}", f'place-experts{{devices={ranks} trace="{path}" time-limit=3{opts}}}'))
-        names.append(name + opts.replace(" ", "+"))
+        cases.append((f"{MODELS}:{name}", f'place-experts{{devices={ranks} trace="{path}" time-limit=3{opts}}}',
+                      *backend))
+        names.append(name + opts.replace(" ", "+") + "".join(f"+{b}" for b in backend))
     results = spawn("compiler.distributed.experts_runtime:run_many", ranks, (cases,), timeout_s=90)
     return dict(zip(names, results[0]))
 
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    return _run(tmp_path_factory.mktemp("traces"), (("zoo_moe", ""), ("mixtral", "")))
+    return _run(tmp_path_factory.mktemp("traces"), (("zoo_moe", ""), ("mixtral", ""), ("zoo_moe", "", "eager")))
 
 
 def test_outputs_equal_eager(results):
@@ -49,6 +51,16 @@ def test_counted_remote_tokens_equal_the_prediction(results):
                                    r["return_tokens"], r["predicted_return_tokens"])
         assert r["loads_match"], (name, r["computed_loads"])
         assert r["cross_tokens"] > 0 and r["cross_bytes"] > 0, name  # something really crossed
+
+
+def test_experts_run_through_kilns_tvm_build_or_eager(results):
+    for name in ("zoo_moe", "mixtral"):
+        r = results[name]
+        assert r["expert_backend"] == "tvm" and r["expert_builds"] >= 1, (name, r["expert_backend"])
+        assert r["expert_kernel_calls"] > r["expert_builds"]  # one build serves every local expert
+    eager = results["zoo_moe+eager"]
+    assert eager["expert_backend"] == "eager" and eager["expert_builds"] == 0
+    assert eager["cross_tokens"] == results["zoo_moe"]["cross_tokens"]
 
 
 def test_zoo_is_planned_on_the_ir_and_hf_on_recognized_routers(results):

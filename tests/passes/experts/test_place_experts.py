@@ -12,8 +12,8 @@ from benchmarks.expert_traces import generate
 from compiler.driver import module_decisions
 from ir import parse_module
 from passes import PipelineError, run_pipeline
-from passes.experts import read_placement
 from passes.experts import baselines as base
+from passes.experts import read_placement
 from passes.experts.cost import evaluate
 from passes.experts.decide import decide
 from passes.experts.ilp import load_caps, solve_joint, solve_layerwise
