@@ -131,11 +131,14 @@ def _schedule(func: tirx.PrimFunc, exp_name: str, mt: int, parallel: bool) -> ti
 @dataclass(frozen=True)
 class AttentionOptions:
     """`auto` takes attention up to `max_macs_serial` multiply-adds (`max_macs_parallel` on a
-    parallel pool); `tir` forces the kernel where the shape allows, `library` never."""
+    parallel pool); `tir` forces the kernel where the shape allows, `library` never.
+    Measured on a shared Zen 4 (2026-12-04), one thread against torch's SDPA on two: 3.7x at
+    1M multiply-adds, 3.5x on the zoo encoder's 4M (one model, A/B in one process), 0.5-1x
+    from 17M; the line is at 8M."""
 
     policy: str = "auto"
-    max_macs_serial: int = 1 << 20
-    max_macs_parallel: int = 1 << 22
+    max_macs_serial: int = 1 << 23
+    max_macs_parallel: int = 1 << 24
     threads: int = 2
 
     def __post_init__(self) -> None:

@@ -49,16 +49,16 @@ class ConvOptions:
     `auto` sends a convolution to the kernel when its multiply-adds are at most
     `max_macs_serial` (TVM's pool serial, as by default next to torch's spinning OpenMP
     worker, `target.default_thread_config`) or `max_macs_parallel`. Measured here (Zen 4,
-    2026-12-04, busy host), the serial kernel against oneDNN on 2 threads: 10-20x faster
-    on the suite's convnets (3 us against 50 us per depthwise call), 0.9x at 3.6M MACs
-    (depthwise 112x112), 0.35-0.7x from 38M (oneDNN's second thread and its AVX-512
-    kernels), 1.4-2.4x on some 50-120M shapes. So the line sits where oneDNN's call cost
-    stops dominating; large convolutions stay on the library.
+    2026-12-04, a shared host), the serial kernel against oneDNN on 2 threads: 10-20x faster
+    on the suite's convnets (3 us against 50 us per depthwise call), 1.8x at 4.7M MACs (the
+    zoo cnn's 64-channel 3x3 on 8x8, 93 against 170 us), 0.35-0.7x from 38M (oneDNN's second
+    thread and its AVX-512 kernels), 1.4-2.4x on some 50-120M shapes. So the line sits at
+    8M, where oneDNN's call cost stops dominating; large convolutions stay on the library.
     """
 
     policy: str = "auto"
-    max_macs_serial: int = 1 << 22
-    max_macs_parallel: int = 1 << 24
+    max_macs_serial: int = 1 << 23
+    max_macs_parallel: int = 1 << 25
     min_lanes: int = 8
     threads: int = 2
 

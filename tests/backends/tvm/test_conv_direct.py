@@ -114,7 +114,7 @@ def test_tiles_fit_the_registers_and_prefer_whole_planes():
 def test_rule_keeps_large_convolutions_on_the_library():
     small = ConvShape(2, 16, 16, 16, 16, 3, 3, (1, 1), (1, 1), (1, 1), 1)
     medium = ConvShape(2, 16, 32, 32, 32, 3, 3, (1, 1), (1, 1), (1, 1), 1)  # 9.4M MACs
-    large = ConvShape(8, 16, 32, 32, 32, 3, 3, (1, 1), (1, 1), (1, 1), 1)  # 38M MACs
+    large = ConvShape(8, 32, 32, 32, 32, 3, 3, (1, 1), (1, 1), (1, 1), 1)  # 75M MACs
     options = ConvOptions(threads=1)
     assert use_direct(small, options, 16) and not use_direct(medium, options, 16)
     assert use_direct(medium, ConvOptions(threads=2), 16)  # a parallel kernel keeps up longer
