@@ -28,15 +28,16 @@ from passes.experts.cost import Placement
 
 
 def rank_measure(ctx: Any, calls: list[np.ndarray], placements: dict[str, Placement], hidden: int,
-                 repeats: int) -> dict[str, list[float]]:
-    """Per placement, each repeat's slowest-rank all-to-all seconds over every call and layer."""
+                 repeats: int) -> dict[str, Any]:
+    """Per placement, each repeat's slowest-rank all-to-all seconds, and the rows counted crossing."""
     import torch
     import torch.distributed as dist
 
     from compiler.distributed.experts_runtime import ExpertParallel
 
     torch.manual_seed(0)
-    out: dict[str, list[float]] = {n: [] for n in placements}
+    out: dict[str, Any] = {n: [] for n in placements}
+    crossed: dict[str, int] = {}
     for _ in range(repeats):
         for name, placement in placements.items():
             ep = ExpertParallel(placement, ctx.rank, ctx.world_size, "eager")
@@ -49,7 +50,10 @@ def rank_measure(ctx: Any, calls: list[np.ndarray], placements: dict[str, Placem
             slowest = torch.tensor([ep.count.a2a_seconds], dtype=torch.float64)
             dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
             out[name].append(float(slowest.item()))
-    return out
+            moved = torch.tensor([ep.count.dispatched + ep.count.returned], dtype=torch.int64)
+            dist.all_reduce(moved)
+            crossed[name] = int(moved.item())
+    return {"seconds": out, "crossed": crossed}
 
 
 def measure(ranks: int, hidden: int = 1024, repeats: int = 5, time_limit: float = 4.0,
@@ -69,9 +73,10 @@ def measure(ranks: int, hidden: int = 1024, repeats: int = 5, time_limit: float 
     start = time.perf_counter()
     got = spawn("benchmarks.expert_a2a:rank_measure", ranks, (held.calls, plans, hidden, repeats), timeout_s=600)[0]
     rows = {}
-    for name, secs in got.items():
+    for name, secs in got["seconds"].items():
         med = statistics.median(secs)
-        rows[name] = {"a2a_ms": round(1e3 * med, 2), "cross_tokens": evaluate(held, plans[name]).cross}
+        rows[name] = {"a2a_ms": round(1e3 * med, 2), "cross_tokens": evaluate(held, plans[name]).cross,
+                      "counted_cross_tokens": got["crossed"][name]}
     ref = rows["contiguous"]
     for r in rows.values():
         r["time_ratio"] = round(r["a2a_ms"] / ref["a2a_ms"], 3)

@@ -80,3 +80,14 @@ def test_replicated_experts_and_qwen2_moe_with_shared_expert(tmp_path):
 def test_four_ranks_with_replicas(tmp_path):
     r = _run(tmp_path, (("zoo_moe", " replicate=2 capacity=3"),), ranks=4)["zoo_moe+replicate=2+capacity=3"]
     assert r["ok"] and r["counts_match"] and r["loads_match"], r
+
+
+@pytest.mark.slow
+def test_a2a_benchmark_times_every_placement_and_counts_what_the_replay_predicts():
+    from benchmarks.expert_a2a import measure
+
+    res = measure(2, hidden=64, repeats=1, time_limit=2.0)
+    assert set(res["rows"]) == {"contiguous", "round_robin", "greedy", "ilp", "ilp+replicas"}
+    for name, r in res["rows"].items():
+        assert r["a2a_ms"] > 0 and r["counted_cross_tokens"] == r["cross_tokens"], (name, r)
+    assert res["rows"]["ilp"]["cross_tokens"] < res["rows"]["contiguous"]["cross_tokens"]
