@@ -238,8 +238,8 @@ def cut(fn: func.FuncOp, params: dict[str, torch.Tensor], mesh: tuple[int, ...],
         summed = op.results[0] if len(local) == 2 else ("summed", op)
         b.steps.append(Glue("all_reduce", partial, summed, tuple(reduce_axes)))
         if len(local) == 3:  # the bias joins after the sum, in the next local program
+            bias = operand(op.operands[2], wants[2])  # first: its own reshard may close a program
             y = b.value(summed, local_type(op.results[0], out_p))
-            bias = operand(op.operands[2], wants[2])
             b.add("kiln.add", [y, bias], {}, op.results[0], op)
     rep = replicated(mesh)
     result_keys = []
