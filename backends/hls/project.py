@@ -27,8 +27,8 @@ import torch
 
 from backends.hls import cpp_layers
 from backends.hls import layers as L
-from backends.hls.config import HLSConfig
 from backends.hls import tiers as T
+from backends.hls.config import HLSConfig
 
 REGISTER_PORT_MAX = 1024  # ports up to this many elements are registers, larger ones memories
 

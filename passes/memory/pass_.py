@@ -38,10 +38,10 @@ from xdsl.dialects.builtin import (
 from xdsl.passes import ModulePass
 
 from ir.program import entry_function
+from passes.memory.fpga_arrays import hls_arrays
 from passes.memory.lifetimes import ALIGN, Lifetimes, execution_steps, lifetimes
 from passes.memory.offsets_ilp import OffsetPlan, plan_offsets
 from passes.memory.reorder import Reorder, apply_order, better_order
-from passes.memory.fpga_arrays import hls_arrays
 from passes.memory.sizes import FPGA_DEFAULT_BITS, stored_bytes
 from passes.memory.tiers import Item, TierError, TierPlan, check_part, plan_tiers, tiers_for
 from passes.registry import register_pass

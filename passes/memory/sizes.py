@@ -64,9 +64,9 @@ def fpga_bits(value: SSAValue, is_weight: bool) -> int:
             fmt = reader.properties.get("format")
             if fmt is not None and (bits := fixed_bits(from_attr(fmt))) is not None:
                 return bits
-        if d is not None and d.get("act_format") and reader.operands and reader.operands[0] == value:
-            if (bits := fixed_bits(d["act_format"])) is not None:
-                return bits
+        reads_as_input = bool(reader.operands) and reader.operands[0] == value
+        if d is not None and d.get("act_format") and reads_as_input and (bits := fixed_bits(d["act_format"])):
+            return bits
     return FPGA_DEFAULT_BITS
 
 

@@ -78,7 +78,8 @@ def test_ddr_weights_are_m_axi_ports_and_csim_matches_the_run_without_tiers():
             assert f"#pragma HLS bind_storage variable={w} type=ram_2p impl=bram" in top
     assert "ddr_" not in (plain.artifacts["hls_project"] / "tb" / "kiln_tb.cpp").read_text()
     assert "m_axi" not in plain.artifacts["kiln_top.cpp"].read_text()
-    run = subprocess.run(["sh", str(root / "build_csim.sh")], capture_output=True, text=True, timeout=300)
+    run = subprocess.run(["sh", str(root / "build_csim.sh")], capture_output=True, text=True, timeout=300,
+                         check=False)
     assert run.returncode == 0 and "0 mismatching outputs" in run.stdout, run.stdout + run.stderr
     for y, e in zip(kernel.library.run(list(inputs)), plain.library.run(list(inputs))):
         assert torch.equal(y, e)  # bit for bit what the design without tiers computes

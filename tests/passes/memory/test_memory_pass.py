@@ -16,6 +16,7 @@ from passes.memory.lifetimes import Buffer, lifetimes
 from passes.memory.offsets_ilp import plan_offsets
 from passes.memory.tiers import Item, Tier, TierError, plan_tiers, tiers_for
 
+
 @pytest.fixture(scope="module")
 def gpt_text(fused_zoo):
     return fused_zoo["gpt"].text
@@ -58,8 +59,8 @@ def test_decisions_are_on_the_ir_and_in_the_summary(gpt_text):
 
 def _tier_use(module, tier: str, block_bytes: int) -> tuple[int, list[int]]:
     """Blocks of `tier` used by weights, and by live buffers at each step, read off the IR."""
-    from ir.program import entry_function
     from ir import dtypes
+    from ir.program import entry_function
 
     fn = entry_function(module)
     life = lifetimes(fn)
