@@ -114,3 +114,25 @@ def test_a_different_tier_plan_changes_the_estimate():
     assert big["mem_ddr_bytes"] < small["mem_ddr_bytes"] and big["ddr_latency_cycles"] < small["ddr_latency_cycles"]
     assert big["mem_bram_18k"] > small["mem_bram_18k"]
     assert small["fits_part_memory"] == 1 and big["fits_part_memory"] == 0  # planned for 1824 BRAMs
+
+
+def test_a_ddr_activation_buffer_is_a_scratch_port_and_stays_bit_exact(tmp_path):
+    """An activation the plan puts in DDR is an m_axi argument too; the host passes scratch."""
+    from backends.hls import csim, emulate
+    from backends.hls import project as project_files
+    from backends.hls.backend import _tb_inputs
+
+    _, inputs, program = program_of("relu_mlp", pipeline(None))
+    config = HLSConfig(part=SMALL_PART)
+    graph = lower(program, config)
+    graph.tiers = {"l1_out": "ddr", "l2_w": "ddr", "l0_w": "bram"}
+    tb_in = _tb_inputs(graph)
+    proj = project_files.generate(graph, config, csim.ap_types_dir(), tb_in, emulate.run(graph, tb_in))
+    top = proj.files["firmware/kiln_top.cpp"]
+    assert sorted(re.findall(r"m_axi port=(\w+)", top)) == ["l1_out", "l2_w"]
+    assert "static l1_out_t l1_out[" not in top and "l2(l1_out, l2_out, l2_w);" in top
+    assert "static l1_out_t ddr_l1_out[512];" in proj.files["host/kiln_ddr.h"]
+    path, _ = csim.build_library(proj, csim.ap_types_dir(), tmp_path)
+    library = csim.Library(path, [t.numel for t in graph.inputs], [t.numel for t in graph.outputs])
+    for y, e in zip(library.run(list(inputs)), emulate.run(graph, list(inputs))):
+        assert torch.equal(y, e.reshape(y.shape))
