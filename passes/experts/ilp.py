@@ -48,6 +48,7 @@ class IlpResult:
     layers_fallback: list[int] = field(default_factory=list)
     variables: int = 0
     rows: int = 0
+    first_sweep_seconds: float = 0.0  # layer-wise: the form alone (before sweeps and polish)
 
 
 def load_caps(trace: ExpertTrace, devices: int) -> np.ndarray:
@@ -240,6 +241,7 @@ def solve_layerwise(trace: ExpertTrace, devices: int, capacity: int, time_limit:
         else:
             fallback.append(l)
             statuses.append("fallback")
+    first_seconds = time.perf_counter() - start
     best = evaluate(trace, Placement.from_assignment(assign, devices)).objective
     for _ in range(sweeps - 1):
         changed = False
@@ -267,7 +269,7 @@ def solve_layerwise(trace: ExpertTrace, devices: int, capacity: int, time_limit:
     status = "optimal" if all(s == "optimal" for s in statuses) else (
         "fallback" if fallback else "time_limit")
     return IlpResult(placement, status, None if fallback else bound, max(gaps) if gaps else None,
-                     time.perf_counter() - start, fallback, nvars, nrows)
+                     time.perf_counter() - start, fallback, nvars, nrows, first_seconds)
 
 
 def solve_joint(trace: ExpertTrace, devices: int, capacity: int, time_limit: float,
