@@ -40,6 +40,7 @@ GENERAL = [
     (2, 64, 10, 10, 64, 3, 3, (1, 1), (1, 1), (1, 1), 2),
     (1, 4, 1, 13, 16, 1, 3, (1, 1), (0, 1), (1, 1), 1),
     (1, 8, 28, 28, 64, 3, 3, (1, 1), (1, 1), (1, 1), 1),
+    (1, 8, 9, 9, 16, 3, 3, (1, 1), (1, 1), (1, 1), 8),  # depthwise with a channel multiplier of 2
     # 1x1 convolutions the pixel-vector kernel takes (`pointwise_rows`): a row of 16 or 32
     # pixels, 4 rows of 4, output channels of 48, 12 and 20 (channel blocks 16, 4, 4)
     (1, 8, 16, 16, 48, 1, 1, (1, 1), (0, 0), (1, 1), 1),
@@ -53,6 +54,7 @@ DEPTHWISE = [
     (2, 24, 11, 11, 5, (2, 2), (2, 2)),
     (1, 8, 5, 70, 3, (1, 1), (1, 1)),
 ]
+DILATED_DEPTHWISE = ConvShape(1, 12, 13, 13, 12, 3, 3, (1, 1), (2, 2), (2, 2), 12)
 
 
 def _run(shape: ConvShape, bias: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,6 +101,11 @@ def test_pointwise_kernel_takes_plain_1x1_convolutions_only():
     assert not pointwise_rows(shape(16, 16, groups=2), 16)
     func = conv_direct_func(shape(16, 16), bias=True, lanes=16)
     assert func.attrs["kiln.schedule_rule"] == "conv_pointwise"
+
+
+def test_dilated_depthwise_matches_torch():
+    out, ref = _run(DILATED_DEPTHWISE, bias=True)
+    torch.testing.assert_close(out, ref, **TOL)
 
 
 def test_tiles_fit_the_registers_and_prefer_whole_planes():
