@@ -91,3 +91,19 @@ def test_a2a_benchmark_times_every_placement_and_counts_what_the_replay_predicts
     for name, r in res["rows"].items():
         assert r["a2a_ms"] > 0 and r["counted_cross_tokens"] == r["cross_tokens"], (name, r)
     assert res["rows"]["ilp"]["cross_tokens"] < res["rows"]["contiguous"]["cross_tokens"]
+
+
+@pytest.mark.slow
+def test_kiln_run_place_experts_with_eager_experts_through_the_cli(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    path = tmp_path / "t.json"
+    generate(2, 8, 2, tokens=64, calls=2, zipf=1.2, seed=11).save(path)
+    proc = subprocess.run([sys.executable, "-m", "compiler.cli", "run", f"{MODELS}:zoo_moe", "--nproc", "2",
+                           "-p", f'place-experts{{devices=2 trace="{path}" time-limit=3}}', "--check",
+                           "--backend", "eager", "--json"], check=False, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["ok"] and report["counts_match"] and report["expert_backend"] == "eager", report
