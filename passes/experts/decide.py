@@ -100,6 +100,7 @@ def decide(trace: ExpertTrace, devices: int, capacity: int | None = None, replic
         # worst layer's); only the joint form's bound and gap are global.
         "bound_kind": {"ilp": "layer-wise (first sweep, earlier layers fixed)", "joint": "global"}.get(solver, "none"),
         "seconds": round(result.seconds, 3) if result else 0.0,
+        "polish_steps": result.polish_steps if result else 0,
         "ilp_variables": result.variables if result else 0, "ilp_rows": result.rows if result else 0,
         "cross_tokens": cost.cross, "dispatch_tokens": cost.dispatched, "return_tokens": cost.returned,
         "max_mean_load": round(cost.max_mean, 4), "extra_replicas": placement.extra_replicas(),

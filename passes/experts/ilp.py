@@ -49,6 +49,7 @@ class IlpResult:
     variables: int = 0
     rows: int = 0
     first_sweep_seconds: float = 0.0  # layer-wise: the form alone (before sweeps and polish)
+    polish_steps: int = 0  # swaps/moves `polish.py` took after the solver (each lowered the objective)
 
 
 def load_caps(trace: ExpertTrace, devices: int) -> np.ndarray:
@@ -264,12 +265,12 @@ def solve_layerwise(trace: ExpertTrace, devices: int, capacity: int, time_limit:
         if not changed:
             break
     # The return term left out above 8 experts (`pair_budget`): exact descent on what is left.
-    assign, _ = polish(trace, assign, devices, capacity, caps, start + time_limit)
+    assign, steps = polish(trace, assign, devices, capacity, caps, start + time_limit)
     placement = Placement.from_assignment(assign, devices)
     status = "optimal" if all(s == "optimal" for s in statuses) else (
         "fallback" if fallback else "time_limit")
     return IlpResult(placement, status, None if fallback else bound, max(gaps) if gaps else None,
-                     time.perf_counter() - start, fallback, nvars, nrows, first_seconds)
+                     time.perf_counter() - start, fallback, nvars, nrows, first_seconds, steps)
 
 
 def solve_joint(trace: ExpertTrace, devices: int, capacity: int, time_limit: float,
@@ -307,10 +308,10 @@ def solve_joint(trace: ExpertTrace, devices: int, capacity: int, time_limit: flo
         return IlpResult(warm, "fallback", None, None, time.perf_counter() - start, list(range(trace.layers)),
                          prog.num_vars, len(prog.rows))
     assign = np.stack([_assignment(sol, lay) for lay in layers])
-    assign, _ = polish(trace, assign, devices, capacity, caps, start + time_limit + 1.0)
+    assign, steps = polish(trace, assign, devices, capacity, caps, start + time_limit + 1.0)
     placement = Placement.from_assignment(assign, devices)
     if evaluate(trace, placement).objective > evaluate(trace, warm).objective:
         placement = warm  # HiGHS returned something worse than the incumbent it was handed
     bound = constant - left + sol.bound if sol.bound is not None else None
     return IlpResult(placement, sol.status, bound, _gap(sol, constant), time.perf_counter() - start, [],
-                     prog.num_vars, len(prog.rows))
+                     prog.num_vars, len(prog.rows), polish_steps=steps)
