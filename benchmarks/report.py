@@ -64,8 +64,9 @@ class Results:
         out: dict[str, Any] = {
             f"{s}_vs_eager": self.geomean_speedup(s) for s in self.systems if s != "eager"
         }
-        if "kiln" in self.systems and "inductor" in self.systems:
-            out["kiln_vs_inductor"] = self.geomean_speedup("kiln", "inductor")
+        for rival in ("inductor", "onnxruntime"):
+            if "kiln" in self.systems and rival in self.systems:
+                out[f"kiln_vs_{rival}"] = self.geomean_speedup("kiln", rival)
         return out
 
 
@@ -119,27 +120,31 @@ def prepare_cell(results: Results, model: str, system: str) -> str:
     return text
 
 
+# Kiln against each of these, model by model, where both ran (a ratio column and its geomean)
+RIVALS = ("inductor", "onnxruntime")
+
+
+def _rivals(results: Results) -> list[str]:
+    return [r for r in RIVALS if "kiln" in results.systems and r in results.systems]
+
+
 def _latency_columns(results: Results) -> list[str]:
-    cols = ["model", *results.systems]
-    if "kiln" in results.systems and "inductor" in results.systems:
-        cols.append("kiln vs inductor")
-    return cols
+    return ["model", *results.systems, *(f"kiln vs {r}" for r in _rivals(results))]
 
 
 def latency_rows(results: Results) -> list[list[str]]:
-    """Rows of the latency table, a geomean row last; shared by Markdown and rich."""
-    kiln_vs = "kiln" in results.systems and "inductor" in results.systems
+    """Rows of the latency table, a geomean row last; shared by Markdown and rich. The
+    `kiln vs X` geomeans are over the models both ran (a failed cell is no ratio)."""
+    rivals = _rivals(results)
     rows = []
     for m in results.models:
         cells = [m] + [latency_cell(results, m, s) for s in results.systems]
-        if kiln_vs:
-            cells.append(_ratio(results.speedup(m, "kiln", "inductor")))
+        cells += [_ratio(results.speedup(m, "kiln", r)) for r in rivals]
         rows.append(cells)
     geo = ["geomean speedup"] + [
         "1.00x" if s == "eager" else _ratio(results.geomean_speedup(s)) for s in results.systems
     ]
-    if kiln_vs:
-        geo.append(_ratio(results.geomean_speedup("kiln", "inductor")))
+    geo += [_ratio(results.geomean_speedup("kiln", r)) for r in rivals]
     rows.append(geo)
     return rows
 

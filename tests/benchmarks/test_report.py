@@ -87,3 +87,16 @@ def test_header_warns_when_the_machine_was_busy(results: Results) -> None:
     assert "BUSY MACHINE: load average up to 4.5 on 2 cores" in to_markdown(results)
     results.meta = {**META, "cores": 2, "load_avg_start": 0.3, "load_avg_end": 0.5}
     assert "BUSY" not in to_markdown(results)
+
+
+def test_kiln_against_onnxruntime_only_where_both_ran() -> None:
+    rows = [
+        _timed("a", "eager", 4.0), _timed("a", "onnxruntime", 1.0), _timed("a", "kiln", 2.0),
+        _timed("b", "eager", 4.0), Row("b", "onnxruntime", "error: RuntimeError: ONNX export failed"),
+        _timed("b", "kiln", 1.0),
+    ]
+    results = Results(META, ["a", "b"], ["eager", "onnxruntime", "kiln"], rows)
+    assert results.summary()["kiln_vs_onnxruntime"] == pytest.approx(0.5)  # model a only
+    md = to_markdown(results)
+    assert "kiln vs onnxruntime" in md and "kiln vs inductor" not in md
+    assert md.count("0.50x") == 2  # a's ratio and the geomean
