@@ -116,3 +116,16 @@ def hls_arrays(fn: func.FuncOp) -> list[Array]:
             banks = numel if numel <= COMPLETE_PARTITION_MAX else CYCLIC_FACTOR
             out.append(Array(r, _name(op, r), nbytes, nbytes * (1 + len(readers)), False, banks))
     return out
+
+
+def table_bram(fn: func.FuncOp, part: str, table_size: int = 1024) -> int:
+    """BRAM18 blocks the design's lookup tables take (activations, softmax, layer norm), as
+    `hls-reuse` counts them (`passes/reuse_factor.layer_models`, its default table size).
+    They are no arrays of the tier plan, so the plan must leave them their blocks: without
+    this a plan could fill the BRAM and the design still not fit (the zoo mlp's GELU)."""
+    from cost_models.fpga import DEFAULT_PART, PARTS
+    from passes.reuse_factor import layer_models
+
+    _, fixed, _ = layer_models(fn, PARTS[part or DEFAULT_PART], 16, table_size)
+    return sum(layer.resources.bram_18k for layer in fixed)
+

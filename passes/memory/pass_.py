@@ -20,7 +20,7 @@ and the order ILP's status, objective, bound, gap and seconds (on its model); `t
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from xdsl.context import Context
@@ -38,7 +38,7 @@ from xdsl.dialects.builtin import (
 from xdsl.passes import ModulePass
 
 from ir.program import entry_function
-from passes.memory.fpga_arrays import hls_arrays
+from passes.memory.fpga_arrays import hls_arrays, table_bram
 from passes.memory.lifetimes import ALIGN, Lifetimes, execution_steps, lifetimes
 from passes.memory.offsets_ilp import OffsetPlan, plan_offsets
 from passes.memory.reorder import Reorder, apply_order, better_order
@@ -163,7 +163,11 @@ def _tiers(
     last = max(life.num_steps - 1, 0)
     items: list[Item] = []
     values: list[object] = []
+    reserved = {}
     if options.tiers == "fpga":
+        # The lookup tables hls-reuse counts take BRAM too: the arrays get what is left.
+        reserved = {"bram": table_bram(fn, options.part)}
+        tiers = [replace(t, capacity=max(0, t.capacity - reserved["bram"])) if t.name == "bram" else t for t in tiers]
         # The arrays the HLS design stores, each for the whole call (`fpga_arrays.py`).
         for array in hls_arrays(fn):
             items.append(Item(array.name, array.nbytes, array.traffic, 0, last, array.movable, array.banks))
@@ -176,6 +180,7 @@ def _tiers(
             items.append(Item(_value_name(value), stored, stored * reads, 0, last))
             values.append(value)
     tier_plan = plan_tiers(items, tiers, life.num_steps, options.solver, options.time_limit)
+    tier_plan.reserved = reserved
     return tier_plan, dict(zip(values, tier_plan.choice))
 
 
@@ -194,6 +199,8 @@ def _describe_tiers(plan: TierPlan, options: MapMemoryPass) -> dict[str, float |
                         f"{FPGA_DEFAULT_BITS} bits)" if options.tiers == "fpga"
                         else "dtype bytes, packed codes for quantized weights"),
     }
+    for name, blocks in plan.reserved.items():
+        out[f"tier_{name}_reserved_tables"] = blocks
     for name, used in plan.use.items():
         out[f"tier_{name}_used"] = used
         if plan.capacity[name] != float("inf"):

@@ -20,7 +20,7 @@ weight into `mults / R` banks) reads all its banks per cycle.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cost_models.fpga import DDR_BANDWIDTH, DEFAULT_PART, PARTS, URAM_BLOCKS
 from cost_models.hardware import SPECS
@@ -117,6 +117,7 @@ class TierPlan:
     seconds: float
     use: dict[str, int]  # peak blocks used per tier
     capacity: dict[str, float]
+    reserved: dict[str, int] = field(default_factory=dict)  # blocks kept for what is no item (tables)
 
 
 def plan_tiers(items: list[Item], tiers: list[Tier], num_steps: int, solver: str, time_limit: float) -> TierPlan:
