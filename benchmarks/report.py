@@ -256,3 +256,35 @@ def write_results(results: Results, out_dir: Path | str, stem: str = "latest") -
     json_path.write_text(json.dumps(to_json_dict(results), indent=2) + "\n")
     md_path.write_text(to_markdown(results))
     return json_path, md_path
+
+
+def from_json_dict(data: dict[str, Any]) -> Results:
+    """The `Results` a `to_json_dict` wrote (timings and statuses; `info` as stored), so a
+    table can be rendered again after its format changed without timing anything again."""
+    rows = []
+    for r in data["results"]:
+        timing = r.get("timing")
+        if timing is not None:
+            timing = TimingStats(**{**timing, "round_medians_ms": tuple(timing.get("round_medians_ms", ()))})
+        rows.append(Row(r["model"], r["system"], r["status"], r.get("prepare_s"), timing,
+                        r.get("max_abs_err"), r.get("matches"), r.get("info") or {}))
+    return Results(data["meta"], data["models"], data["systems"], rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m benchmarks.report RESULTS.json`: rewrite the .md beside it from the JSON."""
+    import sys
+
+    paths = [Path(p) for p in (sys.argv[1:] if argv is None else argv)]
+    if not paths:
+        print("usage: python -m benchmarks.report RESULTS.json [...]", file=sys.stderr)
+        return 2
+    for path in paths:
+        results = from_json_dict(json.loads(path.read_text()))
+        path.with_suffix(".md").write_text(to_markdown(results))
+        print(f"wrote {path.with_suffix('.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

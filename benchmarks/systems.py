@@ -13,6 +13,7 @@ import contextlib
 import importlib.util
 import io
 import logging
+import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -90,8 +91,12 @@ class InductorSystem(System):
             return self.compiled(*inputs)
 
 
+# Terminal colour codes: torch.onnx's error messages carry them, the tables must not.
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def _one_line(exc: BaseException, limit: int = 240) -> str:
-    text = " ".join(str(exc).split()) or "(no message)"
+    text = " ".join(_ANSI.sub("", str(exc)).split()) or "(no message)"
     text = f"{type(exc).__name__}: {text}"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
