@@ -100,3 +100,13 @@ def test_kiln_against_onnxruntime_only_where_both_ran() -> None:
     md = to_markdown(results)
     assert "kiln vs onnxruntime" in md and "kiln vs inductor" not in md
     assert md.count("0.50x") == 2  # a's ratio and the geomean
+
+
+def test_a_table_renders_again_from_its_json(results: Results, tmp_path) -> None:
+    from benchmarks.report import from_json_dict, main
+
+    json_path, md_path = write_results(results, tmp_path)
+    again = from_json_dict(json.loads(json_path.read_text()))
+    assert to_markdown(again) == md_path.read_text()
+    md_path.unlink()
+    assert main([str(json_path)]) == 0 and md_path.read_text() == to_markdown(results)
