@@ -50,9 +50,10 @@ class ConvOptions:
     `max_macs_serial` (TVM's pool serial, as by default next to torch's spinning OpenMP
     worker, `target.default_thread_config`) or `max_macs_parallel`. Measured here (Zen 4,
     2026-12-04, a shared host), the serial kernel against oneDNN on 2 threads: 10-20x faster
-    on the suite's convnets (3 us against 50 us per depthwise call), 1.8x at 4.7M MACs (the
-    zoo cnn's 64-channel 3x3 on 8x8, 93 against 170 us), 0.35-0.7x from 38M (oneDNN's second
-    thread and its AVX-512 kernels), 1.4-2.4x on some 50-120M shapes. So the line sits at
+    on the suite's convnets (3 us against 50 us per depthwise call), 0.35-0.7x from 38M MACs
+    (oneDNN's second thread and its AVX-512 kernels), 1.4-2.4x on some 50-120M shapes; at
+    4.7M (the zoo cnn's 64-channel 3x3 on 8x8) 93 us against oneDNN's 170 us on one thread,
+    and the zoo cnn ran 14x faster with the kernel in an A/B under load. So the line sits at
     8M, where oneDNN's call cost stops dominating; large convolutions stay on the library.
     """
 
