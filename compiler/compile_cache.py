@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sys
 import time
@@ -140,7 +141,12 @@ class CompileCache:
         try:
             recipe = dump_binding(kernel.binding)
             text = json.dumps(entry, default=str)
-        except Exception:  # noqa: BLE001 - a recipe that cannot be stored costs the next compile time, no more
+        except Exception as err:  # noqa: BLE001 - a recipe that cannot be stored costs the next compile time, no more
+            # Said, not swallowed: a lowering whose load-time recipe drags unpicklable objects
+            # along turns every warm compile into a cold one without this line.
+            first = (str(err).splitlines() or [""])[0][:120]
+            self.reason = f"entry not stored: {type(err).__name__}: {first}"
+            logging.getLogger("kiln").warning("compile cache: %s", self.reason)
             return
         self._folder.mkdir(parents=True, exist_ok=True)
         for suffix, data in ((".bin", recipe), (".json", text.encode())):  # json last: marks it whole

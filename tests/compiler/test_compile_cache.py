@@ -140,3 +140,20 @@ def test_missing_artifact_is_a_miss_not_an_error(tmp_path) -> None:
     again = compile_model(model, (x,), cache_dir=tmp_path)
     assert _cc(again)["misses"] == 1
     torch.testing.assert_close(again(x), _eager(model, x), atol=1e-5, rtol=1e-5)
+
+
+def test_an_entry_that_cannot_be_stored_is_said_not_swallowed(tmp_path, monkeypatch, caplog) -> None:
+    """A load-time recipe cloudpickle refuses made every warm compile cold, silently."""
+    from backends.tvm import reload
+
+    def refuse(_binding):
+        raise TypeError("cannot pickle 'xdsl op' object")
+
+    monkeypatch.setattr(reload, "dump_binding", refuse)
+    x = torch.randn(4, 16)
+    with caplog.at_level("WARNING", logger="kiln"):
+        compiled = compile_model(_tiny(0), (x,), cache_dir=tmp_path)
+    assert "entry not stored: TypeError: cannot pickle" in _cc(compiled)["reason"]
+    assert any("entry not stored" in r.getMessage() for r in caplog.records)
+    again = compile_model(_tiny(0), (x,), cache_dir=tmp_path)
+    assert _cc(again)["hits"] == 0
