@@ -64,9 +64,8 @@ class Results:
         out: dict[str, Any] = {
             f"{s}_vs_eager": self.geomean_speedup(s) for s in self.systems if s != "eager"
         }
-        for rival in ("inductor", "onnxruntime"):
-            if "kiln" in self.systems and rival in self.systems:
-                out[f"kiln_vs_{rival}"] = self.geomean_speedup("kiln", rival)
+        for rival in _rivals(self):
+            out[f"kiln_vs_{rival}"] = self.geomean_speedup("kiln", rival)
         return out
 
 

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import torch
 from tvm import relax, s_tir, te, tirx, topi
 
 from backends.tvm.dense_packed import MIN_PARALLEL_MACS, OPAQUE
+from backends.tvm.groups import alone, group_sizes
 from backends.tvm.schedule import SCHEDULE_ATTR
 from ir import dtypes
 from ir.core import KilnOp
@@ -58,6 +60,7 @@ def query_tile(length: int) -> int:
     return next(mt for mt in (4, 3, 2, 1) if length % mt == 0)
 
 
+@lru_cache(maxsize=256)  # every layer of a model asks for the same kernel: schedule it once
 def attention_func(a: AttentionShape, threads: int = 2) -> tirx.PrimFunc:
     """Scheduled PrimFunc `(q, k, v, [mask], out [B, H, L, Ev])`."""
     b_, h_, length, e = a.q
@@ -157,10 +160,7 @@ class AttentionPlan:
     def of(block: Any, options: AttentionOptions | None = None) -> AttentionPlan:
         options = options or AttentionOptions()
         plan = AttentionPlan()
-        sizes: dict[int, int] = {}
-        for op in block.ops:
-            if (group := op.attributes.get("group")) is not None:
-                sizes[group.value.data] = sizes.get(group.value.data, 0) + 1
+        sizes = group_sizes(block)
         for op in (op for op in block.ops if isinstance(op, AttentionOp)):
             shape, why = _shape(op, sizes)
             if shape is not None and options.policy != "library":
@@ -188,8 +188,7 @@ class AttentionPlan:
 
 
 def _shape(op: AttentionOp, sizes: dict[int, int]) -> tuple[AttentionShape | None, str]:
-    group = op.attributes.get("group")
-    if group is not None and sizes[group.value.data] != 1:
+    if not alone(op, sizes):
         return None, "library: fused with other ops"
     q, k, v = (tuple(dtypes.shape_of(x.type)) for x in op.operands[:3])
     if any(dtypes.dtype_of(x.type) != torch.float32 for x in [*op.operands[:3], op.results[0]]):

@@ -130,20 +130,19 @@ class TVMBackend:
         ir_text = key_text(program.module)
         if tuned:
             ir_text += "\0tuned:" + json.dumps(tuned, sort_keys=True)
-        # Which linears run the packed TIR kernel (`dense_packed.py`): extra["dense"] is
-        # auto (the measured rule), packed or library; the kernel gets the threads TVM's
-        # pool really has (a serial pool: no parallel loop, and the rule is stricter).
-        dense = DenseOptions(policy=options.extra.get("dense", "auto"),
-                             threads=min(threads, pool.num_threads),
+        # Kiln's own contraction kernels get the threads TVM's pool really has (a serial pool:
+        # no parallel loop, and the rules are stricter). Which linears run the packed kernel
+        # (`dense_packed.py`, extra["dense"]: auto, packed or library), which convolutions the
+        # direct one (`conv_direct.py`, extra["conv"]: auto, direct or library) and which
+        # attention ops the TIR one (`attention_tir.py`, extra["attention"]: auto, tir or
+        # library): each choice is in `paths` below (the key), the thread count in `dense`'s.
+        kernel_threads = min(threads, pool.num_threads)
+        dense = DenseOptions(policy=options.extra.get("dense", "auto"), threads=kernel_threads,
                              library_threads=pool.torch_threads or pool.num_threads)
         if dense != DenseOptions():
             ir_text += f"\0dense:{dense.policy}:{dense.threads}:{dense.library_threads}"
-        # Which convolutions run the direct TIR kernel (`conv_direct.py`, extra["conv"]: auto,
-        # direct or library) and which attention ops the TIR one (`attention_tir.py`,
-        # extra["attention"]: auto, tir or library); each path is in `paths` below (the key).
-        conv = ConvOptions(policy=options.extra.get("conv", "auto"), threads=min(threads, pool.num_threads))
-        attention = AttentionOptions(policy=options.extra.get("attention", "auto"),
-                                     threads=min(threads, pool.num_threads))
+        conv = ConvOptions(policy=options.extra.get("conv", "auto"), threads=kernel_threads)
+        attention = AttentionOptions(policy=options.extra.get("attention", "auto"), threads=kernel_threads)
         lowered = lower_program(program, dense, conv, attention)
         params = [t.detach().contiguous() for t in lowered.bind(program.params)]
         # The lowering's decisions that depend on this host (which linears run packed, each

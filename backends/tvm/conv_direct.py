@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import torch
 from tvm import s_tir, te, tirx
@@ -151,6 +152,9 @@ def _padded(x: te.Tensor, s: ConvShape) -> te.Tensor:
 Activation = tuple | None
 
 
+# A model repeats its convolution shapes (MobileNetV2: 52 convolutions, 27 shapes), and every
+# compile of a shape-specialized graph asks again: each kernel is scheduled once per process.
+@lru_cache(maxsize=512)
 def conv_direct_func(
     s: ConvShape, bias: bool, lanes: int, threads: int = 2, activation: Activation = None,
     residual: bool = False,
@@ -234,9 +238,15 @@ def _pointwise(
     sch.unroll(aj)
     sch.vectorize(pi)
     outer = sch.fuse(n, blk)
+    return _finish(sch, outer, parallel, "conv_pointwise")
+
+
+def _finish(sch: s_tir.Schedule, outer, parallel: bool, rule: str) -> tirx.PrimFunc:
+    """The kernels' common end: the outer loop on TVM's pool when the work pays for the
+    fork, the rule's name for reports, and opaque so that FuseOps never merges it."""
     if parallel:
         sch.parallel(outer)
-    return sch.mod["main"].with_attr(SCHEDULE_ATTR, "conv_pointwise").with_attr("op_pattern", OPAQUE)
+    return sch.mod["main"].with_attr(SCHEDULE_ATTR, rule).with_attr("op_pattern", OPAQUE)
 
 
 def _general(
@@ -283,9 +293,7 @@ def _general(
     outer = sch.fuse(n, blk)
     if xp is not x and s.w + 2 * s.padding[1] <= 4 * lanes:  # staged once per call
         sch.vectorize(sch.get_loops(sch.get_sblock("pad"))[-1])
-    if parallel:
-        sch.parallel(outer)
-    return sch.mod["main"].with_attr(SCHEDULE_ATTR, "conv_direct").with_attr("op_pattern", OPAQUE)
+    return _finish(sch, outer, parallel, "conv_direct")
 
 
 def _depthwise(
@@ -322,9 +330,7 @@ def _depthwise(
         if s.w + 2 * s.padding[1] <= 4 * lanes:
             sch.vectorize(sch.get_loops(pad)[-1])
     outer = sch.fuse(n, c)
-    if parallel:
-        sch.parallel(outer)
-    return sch.mod["main"].with_attr(SCHEDULE_ATTR, "conv_depthwise").with_attr("op_pattern", OPAQUE)
+    return _finish(sch, outer, parallel, "conv_depthwise")
 
 
 def use_direct(shape: ConvShape, options: ConvOptions, lanes: int) -> bool:

@@ -34,6 +34,7 @@ from backends.tvm.conv_direct import (
     pixel_tile,
     use_direct,
 )
+from backends.tvm.groups import alone, group_sizes
 from backends.tvm.target import host_lanes
 from ir import dtypes
 from ir.core import KilnOp
@@ -78,15 +79,12 @@ class ConvPlan:
     def of(block: Any, options: ConvOptions | None = None) -> ConvPlan:
         options = options or ConvOptions()
         plan = ConvPlan(lanes=host_lanes())
-        groups: dict[int, list[KilnOp]] = {}
+        sizes = group_sizes(block)
         order = {op: i for i, op in enumerate(block.ops)}
-        for op in block.ops:
-            if (group := op.attributes.get("group")) is not None:
-                groups.setdefault(group.value.data, []).append(op)
         for op in block.ops:
             if not isinstance(op, Conv2dOp) or (weight := param_name(op.operands[1])) is None:
                 continue
-            site, why = _site(op, weight, groups, order, options, plan.lanes)
+            site, why = _site(op, weight, sizes, order, options, plan.lanes)
             plan.paths[weight] = why
             if site is not None:
                 plan.sites[op] = site
@@ -235,10 +233,9 @@ def param_name(value: Any) -> str | None:
     return owner.opt("name") if isinstance(owner, ParamOp) else None
 
 
-def _site(conv: Conv2dOp, weight: str, groups: dict[int, list[KilnOp]], order: dict[Any, int],
+def _site(conv: Conv2dOp, weight: str, sizes: dict[int, int], order: dict[Any, int],
           options: ConvOptions, lanes: int) -> tuple[DirectConv | None, str]:
-    group = conv.attributes.get("group")
-    if group is not None and len(groups[group.value.data]) != 1:
+    if not alone(conv, sizes):
         return None, "library: fused with other ops"
     if any(dtypes.dtype_of(v.type) != torch.float32 for v in [*conv.operands, conv.results[0]]):
         return None, "library: not float32"

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from tvm import relax, s_tir, te, tirx
 
+from backends.tvm.groups import alone, group_sizes
 from backends.tvm.schedule import SCHEDULE_ATTR
 from backends.tvm.target import host_cpu, host_lanes
 from ir import dtypes
@@ -250,11 +251,7 @@ class DensePlan:
         options = options or DenseOptions()
         plan = DensePlan(threads=options.threads)
         lanes, cpu = host_lanes(), host_cpu()
-        sizes: dict[int, int] = {}
-        for op in block.ops:
-            group = op.attributes.get("group")
-            if group is not None:
-                sizes[group.value.data] = sizes.get(group.value.data, 0) + 1
+        sizes = group_sizes(block)
         for op in block.ops:
             if not _dense_like(op):
                 continue  # a quantized weight (a dequantize) takes quant_lower.py's path
@@ -313,8 +310,7 @@ def _site(
     op: LinearOp | MatmulOp, sizes: dict[int, int], options: DenseOptions, lanes: int, cpu: str
 ) -> tuple[PackedLinear | None, str]:
     """The packed problem of a linear, or None and why it stays on the library path."""
-    group = op.attributes.get("group")
-    if group is not None and sizes[group.value.data] != 1:
+    if not alone(op, sizes):
         return None, "library: fused with other ops"
     if any(dtypes.dtype_of(v.type) != torch.float32 for v in [*op.operands, op.results[0]]):
         return None, "library: not float32"

@@ -81,3 +81,22 @@ def _inline_const(owner) -> bool:
     """Scalars are inlined into a fused function; a tensor constant is passed in, since
     Relax does not allow tensor constants inside primitive functions (FuseTIR rejects them)."""
     return isinstance(owner, ConstantOp) and len(owner.results[0].type.get_shape()) == 0
+
+
+def group_sizes(block: Block) -> dict[int, int]:
+    """Ops per fusion group (`group` attribute) of a block."""
+    sizes: dict[int, int] = {}
+    for op in block.ops:
+        group = op.attributes.get("group")
+        if group is not None:
+            sizes[group.value.data] = sizes.get(group.value.data, 0) + 1
+    return sizes
+
+
+def alone(op: Operation, sizes: dict[int, int]) -> bool:
+    """Whether `op` is a kernel of its own: in no fusion group, or alone in its group. Kiln's
+    own contraction kernels (packed dense, direct conv, TIR attention, quantized matmul)
+    take only such ops; an op fused with others is lowered with its group."""
+    group = op.attributes.get("group")
+    return group is None or sizes[group.value.data] == 1
+

@@ -26,6 +26,7 @@ import torch
 from tvm import relax
 from xdsl.ir import Block, SSAValue
 
+from backends.tvm.groups import alone, group_sizes
 from backends.tvm.quant_decode import PackedLayout, unsupported_reason
 from backends.tvm.quant_matmul import OPAQUE, MatmulShape, dequantize_func, quant_matmul_func
 from backends.tvm.target import host_lanes
@@ -56,20 +57,6 @@ class QuantSite:
     def layout(self) -> PackedLayout:
         shape = tuple(self.dequant.opt("shape"))
         return PackedLayout(self.dequant.opt("format"), *rows_of(shape, self.dequant.opt("axis")))
-
-
-def _group_sizes(block: Block) -> dict[int, int]:
-    sizes: dict[int, int] = {}
-    for op in block.ops:
-        group = op.attributes.get("group")
-        if group is not None:
-            sizes[group.value.data] = sizes.get(group.value.data, 0) + 1
-    return sizes
-
-
-def _alone(op: KilnOp, sizes: dict[int, int]) -> bool:
-    group = op.attributes.get("group")
-    return group is None or sizes[group.value.data] == 1
 
 
 def _weight_name(op: DequantizeOp, index: int) -> str:
@@ -106,7 +93,7 @@ def contraction_shape(
 
 
 def plan_sites(block: Block) -> list[QuantSite]:
-    sizes = _group_sizes(block)
+    sizes = group_sizes(block)
     sites = []
     for i, op in enumerate(o for o in block.ops if isinstance(o, DequantizeOp)):
         site = QuantSite(op, _weight_name(op, i), REFERENCE)
@@ -116,7 +103,7 @@ def plan_sites(block: Block) -> list[QuantSite]:
             site.reason = "codes are not packed (an activation quantized at run time)"
             continue
         reason = unsupported_reason(get_format(op.opt("format")))
-        if reason is not None or not _alone(op, sizes):
+        if reason is not None or not alone(op, sizes):
             site.reason = reason or "the dequantize is inside a multi-op fusion group"
             continue
         site.path, site.reason = DEQUANT_TIR, ""
@@ -124,7 +111,7 @@ def plan_sites(block: Block) -> list[QuantSite]:
             user = use.operation
             problem = (
                 contraction_shape(user, use.index, tuple(shape), op.opt("axis"))
-                if _alone(user, sizes)
+                if alone(user, sizes)
                 else None
             )
             if problem is None:

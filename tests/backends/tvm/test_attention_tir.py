@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
-
 import tvm  # a required dependency: a broken TVM fails these tests instead of skipping them
+from torch import nn
 
 from backends.tvm.attention_tir import AttentionOptions, AttentionShape, attention_func, query_tile
 from backends.tvm.target import cpu_target
@@ -78,7 +77,7 @@ def test_compiled_attention_takes_the_kernel_and_the_policy_sends_it_back(causal
     torch.testing.assert_close(tir(x, mask), ref, **TOL)
     torch.testing.assert_close(library(x, mask), ref, **TOL)
     paths = {k: p for k, p in tir.report["dense_paths"].items() if k.startswith("attention")}
-    assert list(paths.values())[0].startswith("tir attention"), paths
+    assert next(iter(paths.values())).startswith("tir attention"), paths
     assert all(p.startswith("library") for k, p in library.report["dense_paths"].items() if k.startswith("attention"))
 
 

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
-
 import tvm  # a required dependency: a broken TVM fails these tests instead of skipping them
+from torch import nn
 
 from backends.tvm.conv_direct import (
     ConvOptions,
@@ -149,15 +148,21 @@ class _ConvNet(nn.Module):
         return self.grouped(h) + self.grouped(h * 0.5)
 
 
-def test_compiled_model_runs_direct_kernels_and_library_policy_does_not():
-    torch.manual_seed(0)
-    model, x = _ConvNet().eval(), torch.randn(2, 3, 19, 19)
+def _direct_and_library(model: nn.Module, x: torch.Tensor):
+    """`model` compiled with the direct kernels (the default rule) and with every convolution
+    on the library, both checked against eager."""
     with torch.no_grad():
         ref = model(x)
     direct = compile_model(model, (x,), target="tvm", use_cache=False)
     library = compile_model(model, (x,), target="tvm", use_cache=False, extra={"conv": "library"})
     torch.testing.assert_close(direct(x), ref, **TOL)
     torch.testing.assert_close(library(x), ref, **TOL)
+    return direct, library
+
+
+def test_compiled_model_runs_direct_kernels_and_library_policy_does_not():
+    torch.manual_seed(0)
+    direct, library = _direct_and_library(_ConvNet().eval(), torch.randn(2, 3, 19, 19))
     paths = direct.report["dense_paths"]
     assert len(paths) == 4 and all(p.startswith("direct conv") for p in paths.values()), paths
     assert any("depthwise" in p for p in paths.values())
@@ -191,13 +196,7 @@ class _ConvBN(nn.Module):
 
 def test_batch_norm_and_activation_fold_into_the_convolution():
     torch.manual_seed(0)
-    model, x = _ConvBN().eval(), torch.randn(2, 8, 9, 9)
-    with torch.no_grad():
-        ref = model(x)
-    folded = compile_model(model, (x,), target="tvm", use_cache=False)
-    library = compile_model(model, (x,), target="tvm", use_cache=False, extra={"conv": "library"})
-    torch.testing.assert_close(folded(x), ref, **TOL)
-    torch.testing.assert_close(library(x), ref, **TOL)
+    folded, library = _direct_and_library(_ConvBN().eval(), torch.randn(2, 8, 9, 9))
     paths = sorted(folded.report["dense_paths"].values())
     assert sum("+ batch_norm+clamp:" in p for p in paths) == 1, paths  # relu6 is a clamp
     assert sum("+ batch_norm+add:" in p for p in paths) == 1, paths

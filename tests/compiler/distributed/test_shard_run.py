@@ -144,19 +144,15 @@ def test_sharded_pipeline_needs_a_stages_by_submesh_mesh() -> None:
     assert planned.kind == "pipeline" and set(planned.predicted) == {0, 1}  # collectives per stage
 
 
-def test_cli_backend_must_be_known() -> None:
+@pytest.mark.parametrize("args, message", [
+    (["--backend", "triton"], "--backend must be tvm or eager, got 'triton'"),
+    (["--mesh", "2x2"], "mesh 2x2 has 4 devices but --nproc is 2"),
+], ids=["unknown-backend", "mesh-vs-world-size"])
+def test_cli_bad_option_is_one_line(args, message) -> None:
     proc = subprocess.run([sys.executable, "-m", "compiler.cli", "run", "examples/zoo.py:mlp", "--nproc", "2",
-                           "--backend", "triton"], check=False, capture_output=True, text=True, timeout=60)
+                           *args], check=False, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
-    assert "--backend must be tvm or eager, got 'triton'" in proc.stderr
-    assert "Traceback" not in proc.stderr
-
-
-def test_cli_mesh_vs_world_size_is_one_line() -> None:
-    proc = subprocess.run([sys.executable, "-m", "compiler.cli", "run", "examples/zoo.py:mlp", "--nproc", "2",
-                           "--mesh", "2x2"], check=False, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2
-    assert "mesh 2x2 has 4 devices but --nproc is 2" in proc.stderr
+    assert message in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
