@@ -8,16 +8,24 @@ layers) is taken instead, and the summary says so.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from passes.experts import baselines as base
 from passes.experts.cost import Cost, Placement, evaluate
 from passes.experts.ilp import IlpResult, load_caps, solve_joint, solve_layerwise
+from passes.experts.multistart import SearchResult, search
 from passes.experts.replicas_ilp import replicate_ilp
 from passes.experts.trace import ExpertsError, ExpertTrace
 
 SOLVERS = ("ilp", "joint", "greedy", "contiguous", "round-robin")
+# layer: each layer's busiest device at most contiguous's in that layer; total: the sum over
+# layers of the busiest loads (the expert compute's critical path, and exactly the report's
+# max/mean numerator) at most contiguous's sum, so balance can move between layers.
+LOAD_CAPS = ("layer", "total")
 
 
 @dataclass
@@ -45,9 +53,13 @@ def check_options(experts: int, devices: int, capacity: int | None, replicate: i
 
 
 def decide(trace: ExpertTrace, devices: int, capacity: int | None = None, replicate: int = 0,
-           solver: str = "ilp", time_limit: float = 10.0) -> Decision:
+           solver: str = "ilp", time_limit: float = 10.0, load_cap: str = "layer",
+           multistart: bool = True) -> Decision:
     if solver not in SOLVERS:
         raise ExpertsError(f"place-experts: unknown solver {solver!r}; use one of {', '.join(SOLVERS)}")
+    if load_cap not in LOAD_CAPS:
+        raise ExpertsError(f"place-experts: unknown load-cap {load_cap!r}; use one of {', '.join(LOAD_CAPS)}")
+    began = time.perf_counter()
     if trace.tokens == 0:
         raise ExpertsError("place-experts: empty trace (no tokens)")
     cap = check_options(trace.experts, devices, capacity, replicate)
@@ -58,8 +70,15 @@ def decide(trace: ExpertTrace, devices: int, capacity: int | None = None, replic
     greedy_ok = (costs["greedy"].loads.max(axis=1) <= caps + 1e-9).all()
     warm_name = "greedy" if greedy_ok and costs["greedy"].objective < costs["contiguous"].objective else "contiguous"
     result: IlpResult | None = None
+    found: SearchResult | None = None
+    total = float(caps.sum()) if load_cap == "total" else None
     if solver == "ilp":
         result = solve_layerwise(trace, devices, cap, time_limit, bases[warm_name])
+        if multistart:  # the rest of the time limit widens the search (`multistart.py`)
+            found = search(trace, result.placement.primary(), {k: p.primary() for k, p in bases.items()},
+                           devices, cap, caps, began + time_limit, total)
+            if found.start != "ilp" or found.accepted:
+                result.placement = Placement.from_assignment(found.assign, devices)
     elif solver == "joint":
         warm = solve_layerwise(trace, devices, cap, time_limit / 4, bases[warm_name]).placement
         result = solve_joint(trace, devices, cap, time_limit * 3 / 4, warm)
@@ -78,7 +97,9 @@ def decide(trace: ExpertTrace, devices: int, capacity: int | None = None, replic
     rep_info: dict[str, Any] = {"replicas_by": "none", "replicas_status": "not-run"}
     if replicate > 0:
         # Copies chosen by the per-layer ILP and by EPLB-style greedy; the replay picks.
-        by_ilp = replicate_ilp(trace, placement, replicate, cap, caps, max(1.0, time_limit / 4))
+        # load-cap=total: a layer may already sit above contiguous's busiest; its copies may not add more.
+        layer_caps = caps if total is None else np.maximum(caps, cost.loads.max(axis=1))
+        by_ilp = replicate_ilp(trace, placement, replicate, cap, layer_caps, max(1.0, time_limit / 4))
         tried = {"ilp": by_ilp.placement, "greedy": base.replicate(trace, placement, replicate, cap)}
         rcosts = {k: evaluate(trace, p) for k, p in tried.items()}
         for k in ("ilp", "greedy"):
@@ -104,7 +125,11 @@ def decide(trace: ExpertTrace, devices: int, capacity: int | None = None, replic
         "ilp_variables": result.variables if result else 0, "ilp_rows": result.rows if result else 0,
         "cross_tokens": cost.cross, "dispatch_tokens": cost.dispatched, "return_tokens": cost.returned,
         "max_mean_load": round(cost.max_mean, 4), "extra_replicas": placement.extra_replicas(),
-        "note": note, **rep_info,
+        "note": note, **rep_info, "load_cap": load_cap,
+        "multistart_winner": found.start if found else "not-run",
+        "multistart_rounds": found.rounds_done if found else 0,
+        "multistart_accepted": found.accepted if found else 0,
+        "multistart_seconds": round(found.seconds, 3) if found else 0.0,
     }
     for name, c in costs.items():
         summary.update(c.as_dict(name))

@@ -105,12 +105,21 @@ def _max_excluding(dev_load: np.ndarray, d1: np.ndarray, d2: np.ndarray) -> np.n
     return out
 
 
+def busiest(terms: LayerTerms, assign: np.ndarray) -> np.ndarray:
+    """[layers]: the busiest device's (token, choice) load in each layer."""
+    return np.array([np.bincount(row, weights=load, minlength=terms.devices).max()
+                     for row, load in zip(assign, terms.loads)])
+
+
 def polish(trace: ExpertTrace, assign: np.ndarray, devices: int, capacity: int, caps: np.ndarray,
-           deadline: float, terms: LayerTerms | None = None) -> tuple[np.ndarray, int]:
+           deadline: float, terms: LayerTerms | None = None, total: float | None = None) -> tuple[np.ndarray, int]:
     """Descend from `assign` until no swap or move improves, or `deadline` (perf_counter) passes.
 
     Returns the new assignment and the number of steps taken. Each step lowers the modeled
-    objective; capacity and the load cap `caps[l]` hold when they held for `assign`.
+    objective; capacity and the load cap `caps[l]` hold when they held for `assign`. With
+    `total` (`load-cap=total`), the cap is on the sum over layers of the busiest load instead:
+    layer l may rise to `total` minus the other layers' busiest loads, so one layer's balance
+    can be traded for another's, and the sum holds when it held for `assign`.
     """
     terms = terms or LayerTerms(trace, devices)
     assign = assign.copy()
@@ -123,8 +132,13 @@ def polish(trace: ExpertTrace, assign: np.ndarray, devices: int, capacity: int, 
                 break
             lin = terms.linear(assign, l)
             while time.perf_counter() < deadline:
+                if total is None:
+                    cap = float(caps[l])
+                else:
+                    top = busiest(terms, assign)
+                    cap = float(total - top.sum() + top[l])
                 delta, step, is_swap = _best_step(lin, terms.pairs[l], terms.loads[l], assign[l], devices,
-                                                  capacity, float(caps[l]))
+                                                  capacity, cap)
                 if step is None or delta >= -1e-9:
                     break
                 if is_swap:
