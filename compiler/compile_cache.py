@@ -42,7 +42,7 @@ from typing import Any
 
 import torch
 
-FORMAT = "1"
+FORMAT = "2"  # 2: entries hold the thread plan (backends/tvm/thread_policy.py)
 _SOURCE_PACKAGES = ("passes", "ir", "cost_models", "backends")
 
 
@@ -135,6 +135,8 @@ class CompileCache:
             "reference_ops": list(kernel.reference_ops), "tuned": kernel.tuned,
             "tuning_hits": kernel.tuning_hits, "quant_paths": kernel.quant_paths,
             "dense_paths": kernel.dense_paths, "shared_outputs": list(kernel.shared_outputs),
+            "pool_threads": kernel.pool_threads, "torch_threads_in_call": kernel.torch_threads_in_call,
+            "thread_plan": kernel.thread_reason,
             "lookups": self._recorder.seen if self._recorder is not None else [],
             "report": {k: v for k, v in report.items() if k not in ("build_s", "cache_hit", "compile_cache")},
         }

@@ -146,6 +146,8 @@ def compile_graph(
                     # linear weight -> packed TIR kernel or library GEMM, and why (TVM)
                     "dense_paths": dict(getattr(kernel, "dense_paths", {})),
                     "pool_threads": dict(getattr(kernel, "pool_threads", {})),
+                    # which pool owns the cores in this program, and why (backends/tvm/thread_policy.py)
+                    "thread_plan": getattr(kernel, "thread_reason", ""),
                 })
                 cache.store(kernel, partitions_report[-1])
             steps.append(Step(kernel, conversion.inputs, conversion.outputs))
@@ -180,6 +182,7 @@ def compile_graph(
         "quant_paths": {w: path for p in partitions_report for w, path in p["quant_paths"].items()},
         "dense_paths": {w: path for p in partitions_report for w, path in p["dense_paths"].items()},
         "pool_threads": next((p["pool_threads"] for p in partitions_report if p["pool_threads"]), {}),
+        "thread_plan": next((p["thread_plan"] for p in partitions_report if p["thread_plan"]), ""),
         "notes": graph.notes,
         "steps": step_log,  # partitions and eager fallback nodes in execution order
         "compile_cache": cache.summary(),  # the pre-pipeline cache (compiler/compile_cache.py)

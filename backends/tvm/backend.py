@@ -31,7 +31,8 @@ from ir.text import print_module
 # 5: loop-structure knobs in ScheduleOptions (vector lanes, tile, loop order, parallel depth, unroll).
 # 6: linears on parameter weights run a TIR kernel over weights packed at load time (dense_packed.py).
 # 7: vector width from the CPU's ISA features (AVX2 hosts had been given 16 lanes).
-CODEGEN_VERSION = "7"
+# 8: per-program thread plan (thread_policy.py): serial programs build serial elementwise kernels.
+CODEGEN_VERSION = "8"
 
 
 @dataclass
@@ -48,7 +49,7 @@ class TVMKernel:
     tuning_hits: int = 0  # TIR kernels that found a tuned record (default or not)
     quant_paths: dict[str, str] = field(default_factory=dict)  # quantized weight -> path
     dense_paths: dict[str, str] = field(default_factory=dict)  # linear/conv weight -> its kernel path
-    # The pools in force, {"tvm": n, "torch": m}: TVM's may be serial (`default_thread_config`).
+    # Threads in use during a call, {"tvm": n, "torch": m} (`thread_policy.py`).
     pool_threads: dict[str, int] = field(default_factory=dict)
     # Outputs that would be one storage on every call (constants, inputs passed through):
     # cloned per call, as eager returns fresh tensors (`backends/fresh_outputs.py`).
@@ -61,6 +62,10 @@ class TVMKernel:
     # The VM itself: `backends/tvm/profile.py` instruments its calls for the HTML report's
     # measured per-kernel times (only when a report is asked for; calls never pay for it).
     vm: object = None
+    # `thread_policy.py`: torch's threads while this program runs (None: left as they are;
+    # 1 when the kernels own the cores, so library calls never wake torch's worker).
+    torch_threads_in_call: int | None = None
+    thread_reason: str = ""
     # The VM runs no torch op that autograd records: callers need no `torch.no_grad()`
     # around it (the context manager is ~1.5 us, a sixth of a tiny graph's call).
     autograd_free: ClassVar[bool] = True
@@ -84,7 +89,16 @@ class TVMKernel:
         # expand output) is rejected by the VM, so it is made compact first.
         if not all(a.is_contiguous() for a in args):
             args = tuple(a.contiguous() for a in args)
-        outs = _as_list(self.vm_main(*args, *self._call_params))
+        held = self.torch_threads_in_call
+        if held is None:
+            outs = _as_list(self.vm_main(*args, *self._call_params))
+        else:
+            before = torch.get_num_threads()
+            torch.set_num_threads(held)
+            try:
+                outs = _as_list(self.vm_main(*args, *self._call_params))
+            finally:
+                torch.set_num_threads(before)
         for i in self.shared_outputs:
             outs[i] = outs[i].clone()
         return outs
@@ -114,13 +128,10 @@ class TVMBackend:
         from backends.fresh_outputs import shared_output_positions
         from backends.tvm import library
         from backends.tvm.arena import memory_pipeline, record_memory
-        from backends.tvm.attention_tir import AttentionOptions
         from backends.tvm.compile import build_executable
-        from backends.tvm.conv_direct import ConvOptions
-        from backends.tvm.dense_packed import DenseOptions
         from backends.tvm.knobs import schedule_options
-        from backends.tvm.lower import lower_program
         from backends.tvm.reference import register_reference
+        from backends.tvm.schedule import ScheduleOptions
         from backends.tvm.target import cpu_target, pools_for
 
         threads, pool = pools_for(options.num_threads)
@@ -136,14 +147,8 @@ class TVMBackend:
         # direct one (`conv_direct.py`, extra["conv"]: auto, direct or library) and which
         # attention ops the TIR one (`attention_tir.py`, extra["attention"]: auto, tir or
         # library): each choice is in `paths` below (the key), the thread count in `dense`'s.
-        kernel_threads = min(threads, pool.num_threads)
-        dense = DenseOptions(policy=options.extra.get("dense", "auto"), threads=kernel_threads,
-                             library_threads=pool.torch_threads or pool.num_threads)
-        if dense != DenseOptions():
-            ir_text += f"\0dense:{dense.policy}:{dense.threads}:{dense.library_threads}"
-        conv = ConvOptions(policy=options.extra.get("conv", "auto"), threads=kernel_threads)
-        attention = AttentionOptions(policy=options.extra.get("attention", "auto"), threads=kernel_threads)
-        lowered = lower_program(program, dense, conv, attention)
+        lowered, plan = _lower_for_threads(program, options, min(threads, pool.num_threads), pool)
+        ir_text += "\0threads:" + plan.key()
         params = [t.detach().contiguous() for t in lowered.bind(program.params)]
         # The lowering's decisions that depend on this host (which linears run packed, each
         # quantized weight's path) and the executable's parameter signature are part of the
@@ -163,11 +168,12 @@ class TVMBackend:
             num_kernels = int(json.loads(meta.read_text())["num_kernels"])
             memory = json.loads(meta.read_text()).get("memory", {})
         else:
-            schedules = {name: schedule_options(c, threads) for name, c in tuned.items()}
+            schedules = {name: schedule_options(c, plan.kernel_threads) for name, c in tuned.items()}
             # map-memory's plan: intermediates at their offsets in one arena (arena.py)
             arena, memory = memory_pipeline(program.module, lowered.arena_offsets, target)
             executable, num_kernels = build_executable(
-                lowered.module, target, lowered.grouped, schedules, arena
+                lowered.module, target, lowered.grouped, schedules, arena,
+                ScheduleOptions(num_threads=plan.kernel_threads),
             )
             memory = memory() if memory else {}
             if path is not None:
@@ -188,9 +194,44 @@ class TVMBackend:
         return TVMKernel(
             vm["main"], params, num_kernels, hit, artifacts, lowered.reference_ops, tuned, hits,
             lowered.quant_paths, lowered.dense_paths,
-            {"tvm": pool.num_threads, "torch": pool.torch_threads or pool.num_threads},
-            shared_output_positions(program), (lowered.param_names, lowered.derived), path, vm,
+            plan.pools(pool), shared_output_positions(program), (lowered.param_names, lowered.derived),
+            path, vm, plan.torch_threads_in_call, plan.reason,
         )
+
+
+def _lower_for_threads(program: Program, options: BuildOptions, threads: int, pool):
+    """Lower for `threads`, then ask the rule (`thread_policy.py`) which pool owns the cores;
+    lower again for one thread when torch's pool should. An explicit `num_threads` is taken
+    as is: kernels for that many threads, torch left alone.
+
+    Kiln's own contraction kernels get the threads the plan gives (a serial plan: no
+    parallel loop, and their rules are stricter). Which linears run the packed kernel
+    (`dense_packed.py`, extra["dense"]: auto, packed or library), which convolutions the
+    direct one (`conv_direct.py`, extra["conv"]: auto, direct or library) and which
+    attention ops the TIR one (`attention_tir.py`, extra["attention"]: auto, tir or
+    library) is in `Lowered.dense_paths`, which the caller puts in the artifact key.
+    """
+    from backends.tvm.attention_tir import AttentionOptions
+    from backends.tvm.conv_direct import ConvOptions
+    from backends.tvm.dense_packed import DenseOptions
+    from backends.tvm.lower import lower_program
+    from backends.tvm.thread_policy import ThreadPlan, plan_threads, work_split
+
+    def lower(kernel_threads: int):
+        dense = DenseOptions(policy=options.extra.get("dense", "auto"), threads=kernel_threads,
+                             library_threads=pool.torch_threads or pool.num_threads)
+        conv = ConvOptions(policy=options.extra.get("conv", "auto"), threads=kernel_threads)
+        attention = AttentionOptions(policy=options.extra.get("attention", "auto"), threads=kernel_threads)
+        return lower_program(program, dense, conv, attention, threads=kernel_threads)
+
+    lowered = lower(threads)
+    if options.num_threads is not None or threads <= 1:
+        return lowered, ThreadPlan(threads, None, f"{threads} thread(s), as asked")
+    total = sum(op.flops() for op in program.kiln_ops())
+    plan = plan_threads(work_split(lowered.module, total), threads)
+    if plan.kernel_threads != threads:
+        lowered = lower(plan.kernel_threads)
+    return lowered, plan
 
 
 def tuned_configs(

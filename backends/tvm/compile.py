@@ -51,6 +51,7 @@ def build_executable(
     kiln_groups: bool | None = None,
     schedules: Mapping[str, ScheduleOptions] | None = None,
     arena: tvm.transform.Pass | None = None,
+    default: ScheduleOptions | None = None,
 ) -> tuple[object, int]:
     """Compile with Kiln's schedules; a schedule that breaks codegen is dropped, not fatal.
 
@@ -59,6 +60,7 @@ def build_executable(
     built on its own and the ones that fail fall back to their unscheduled (legalized)
     form, so a schedule bug costs speed, never a build. `arena` (`arena.arena_pipeline`)
     replaces TVM's default Relax pipeline to put intermediates in `map-memory`'s arena.
+    `default`: the options of every untuned kernel (their thread count: `thread_policy.py`).
     """
     relax_pipeline = {"relax_pipeline": arena} if arena is not None else {}
     fused = fuse(module, target, kiln_groups)
@@ -68,7 +70,7 @@ def build_executable(
         options = (schedules or {}).get(gvar.name_hint)
         if options is not None and isinstance(func, tirx.PrimFunc):
             fused[gvar] = schedule_prim_func(func, target, options)[0]
-    scheduled = schedule_module(fused, target)
+    scheduled = schedule_module(fused, target, default)
     try:
         return tvm.compile(scheduled, target=target, **relax_pipeline), kernels
     except Exception:  # noqa: BLE001 - find and drop the schedules that broke codegen

@@ -189,10 +189,12 @@ def dense_packed_func(
     out = te.compute((*lead, n), out_at, name="out")
     func = te.create_prim_func([*args, out])
     macs = math.prod(lead) // length * rows * k * blocks * nb
-    return _schedule(func, tiles, keep[-1], threads if macs >= MIN_PARALLEL_MACS else 1)
+    return schedule_dense(func, tiles, keep[-1], threads if macs >= MIN_PARALLEL_MACS else 1)
 
 
-def _schedule(func: tirx.PrimFunc, tiles: DenseTiles, tiled: int, threads: int) -> tirx.PrimFunc:
+def schedule_dense(func: tirx.PrimFunc, tiles: DenseTiles, tiled: int, threads: int) -> tirx.PrimFunc:
+    """The register tile over blocks `acc` (accumulator) and `out` (write-back); `tiled` is
+    the output's lead loop that row tiles run along. Shared with `dense_batched.py`."""
     sch = s_tir.Schedule(func)
     acc, out = sch.get_sblock("acc"), sch.get_sblock("out")
     *lead, col = sch.get_loops(out)
@@ -228,6 +230,8 @@ class PackedLinear:
     tiles: DenseTiles
     weight: str  # the parameter's name
     transposed: bool = False  # `matmul(x, W)` with W [K, N] (GPT-2's Conv1D): packed from W^T
+    batch: int = 0  # `matmul(x, W)` with W [E, K, N] stacked (experts): `dense_batched.py`
+    x_batched: bool = False  # with `batch`: x is [E, T, K] (else [T, K], shared by all E)
 
 
 @dataclass
@@ -275,15 +279,22 @@ class DensePlan:
             return False
         op = step[0]
         bias = isinstance(op, LinearOp) and op.bias is not None
-        func = dense_packed_func(site.lead, site.k, site.n, site.tiles, bias, self.threads)
-        dims = "x".join(map(str, (*site.lead, site.k, site.n)))
+        if site.batch:
+            from backends.tvm.dense_batched import batched_packed_func
+
+            func = batched_packed_func(site.batch, site.lead[-1], site.k, site.n, site.tiles, site.x_batched,
+                                       self.threads)
+        else:
+            func = dense_packed_func(site.lead, site.k, site.n, site.tiles, bias, self.threads)
+        dims = "x".join(map(str, ((site.batch,) if site.batch else ()) + (*site.lead, site.k, site.n)))
         gv = bb.add_func(
             func.without_attr("global_symbol"), f"kiln_dense_{dims}" + ("_bias" if bias else "")
         )
         args = [env[op.operands[0]], self._packed_weight(site, derived)] + (
             [env[op.bias]] if bias else []
         )
-        out_ty = relax.TensorType([*site.lead, site.n], "float32")
+        out_ty = relax.TensorType([*site.lead, site.n] if not site.batch else [site.batch, site.lead[-1], site.n],
+                                  "float32")
         env[op.results[0]] = bb.emit(relax.call_tir(gv, args, out_ty))
         return True
 
@@ -292,18 +303,25 @@ class DensePlan:
         if key not in self._packed:
             nb, name, t = site.tiles.nb, site.weight, site.transposed
             shape = [math.ceil(site.n / nb), site.k, nb]
-            self._packed[key] = derived.add(
-                f"{name}.packed{nb}" + ("t" if t else ""),
-                lambda p: pack_weight(p[name].t().contiguous() if t else p[name], nb), shape, "float32",
-            )
+            if site.batch:
+                from backends.tvm.dense_batched import pack_stacked
+
+                shape, pack = [site.batch, *shape], lambda p: pack_stacked(p[name], nb)
+            else:
+                pack = lambda p: pack_weight(p[name].t().contiguous() if t else p[name], nb)  # noqa: E731
+            self._packed[key] = derived.add(f"{name}.packed{nb}" + ("t" if t else ""), pack, shape, "float32")
         return self._packed[key]
 
 
 def _dense_like(op: KilnOp) -> bool:
-    """A linear on a parameter weight, or `matmul(x, W)` with W a 2-d parameter."""
+    """A linear on a parameter weight, `matmul(x, W)` with W a 2-d parameter, or with W a
+    stack of weights [E, K, N] and x [T, K] or [E, T, K] (dense experts)."""
     if not isinstance(op, LinearOp | MatmulOp) or not isinstance(op.operands[1].owner, ParamOp):
         return False
-    return isinstance(op, LinearOp) or len(dtypes.shape_of(op.operands[1].type)) == 2
+    if isinstance(op, LinearOp):
+        return True
+    xs, ws = dtypes.shape_of(op.operands[0].type), dtypes.shape_of(op.operands[1].type)
+    return len(ws) == 2 or (len(ws) == 3 and (len(xs) == 2 or (len(xs) == 3 and xs[0] == ws[0])))
 
 
 def _site(
@@ -315,14 +333,29 @@ def _site(
     if any(dtypes.dtype_of(v.type) != torch.float32 for v in [*op.operands, op.results[0]]):
         return None, "library: not float32"
     transposed = isinstance(op, MatmulOp)
-    xs, (n, k) = dtypes.shape_of(op.operands[0].type), dtypes.shape_of(op.operands[1].type)
+    xs, ws = dtypes.shape_of(op.operands[0].type), dtypes.shape_of(op.operands[1].type)
+    if len(xs) < 2:
+        return None, "library: 1-d input"
+    if len(ws) == 3:
+        return _stacked_site(op, xs, ws, options, lanes, cpu)
+    n, k = ws
     if transposed:
         n, k = k, n
     m = math.prod(xs[:-1])
-    if len(xs) < 2:
-        return None, "library: 1-d input"
     if not use_packed(m, k, n, options, lanes, cpu):
         return None, f"library: {m}x{k}->{n} outside the rule (policy {options.policy})"
     tiles = choose_tiles(tiled_length(tuple(xs[:-1])), n, lanes)
     site = PackedLinear(tuple(xs[:-1]), k, n, tiles, op.operands[1].owner.opt("name"), transposed)
     return site, f"packed: {m}x{k}->{n}, nb={tiles.nb} mt={tiles.mt}"
+
+
+def _stacked_site(
+    op: MatmulOp, xs: list[int], ws: list[int], options: DenseOptions, lanes: int, cpu: str
+) -> tuple[PackedLinear | None, str]:
+    """`x @ W` with W [E, K, N]: the rule is asked per expert (T rows of K -> N)."""
+    (e, k, n), t = ws, xs[-2]
+    if not use_packed(t, k, n, options, lanes, cpu):
+        return None, f"library: {e}x({t}x{k}->{n}) outside the rule (policy {options.policy})"
+    tiles = choose_tiles(t, n, lanes)
+    site = PackedLinear((t,), k, n, tiles, op.operands[1].owner.opt("name"), True, e, len(xs) == 3)
+    return site, f"packed: {e}x({t}x{k}->{n}), nb={tiles.nb} mt={tiles.mt}"

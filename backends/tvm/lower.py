@@ -357,11 +357,13 @@ def lower_program(
     dense: DenseOptions | None = None,
     conv: ConvOptions | None = None,
     attention: AttentionOptions | None = None,
+    threads: int = 2,
 ) -> Lowered:
     """Relax module with `main(*inputs, *params)` returning a tuple of the outputs.
 
     Ops that the fusion pass put in one group (`group` attribute) become one Relax
     function marked Primitive, which FuseTIR turns into one PrimFunc: one kernel.
+    `threads`: what the quantized matmul kernels are built for (`thread_policy.py`).
     """
     from backends.tvm.arena import planned_offsets
     from backends.tvm.groups import emit_group, plan_steps
@@ -378,7 +380,7 @@ def lower_program(
     params = {name: relax.Var(f"p{i}", _tensor_type(first[name].result)) for i, name in enumerate(param_names)}
     reference_ops: list[str] = []
     derived = Derived()
-    quant = QuantLowering(block)
+    quant = QuantLowering(block, threads)
     dense_plan = DensePlan.of(block, dense)  # linears on packed weights; those bind packed only
     conv_plan = ConvPlan.of(block, conv)  # convolutions on the direct kernel, same idea
     attention_plan = AttentionPlan.of(block, attention)  # small attention as one TIR kernel

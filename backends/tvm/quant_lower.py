@@ -133,8 +133,9 @@ def _name(prefix: str, fmt: str, *dims: int) -> str:
 class QuantLowering:
     """Emits the planned sites while `lower_program` walks the steps."""
 
-    def __init__(self, block: Block) -> None:
+    def __init__(self, block: Block, threads: int = 2) -> None:
         self.sites = plan_sites(block)
+        self.threads = threads  # what the matmul kernels are built for (`thread_policy.py`)
         self._by_dequant = {s.dequant: s for s in self.sites if s.path != REFERENCE}
         self._by_consumer = {c: s for s in self.sites for c in s.consumers}
 
@@ -170,9 +171,7 @@ class QuantLowering:
     ) -> relax.Expr:
         shape, layout = site.consumers[op], site.layout
         bias = isinstance(op, LinearOp) and op.bias is not None
-        # Parallel loops for large kernels whatever the pool size (the artifact key does not
-        # hold the thread count); a 1-thread pool runs them serially at no measurable cost.
-        func = quant_matmul_func(shape, layout, bias, host_lanes(), threads=2)
+        func = quant_matmul_func(shape, layout, bias, host_lanes(), threads=self.threads)
         dims = (*shape.a_shape, *shape.out_shape)
         name = _name("kiln_qmm", layout.format, *dims) + ("_bias" if bias else "")
         gv = bb.add_func(func.without_attr("global_symbol"), name)

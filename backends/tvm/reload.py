@@ -58,7 +58,7 @@ def reload_kernel(entry: dict[str, Any], binding: bytes, params: dict[str, torch
     path = Path(entry["artifact"])
     if not path.exists():
         return None
-    _, pool = pools_for(options.num_threads)
+    pools_for(options.num_threads)  # sizes the pools, as a build does
     library.register_library()
     if entry["reference_ops"]:  # kernels that call back into Python: register them again
         from ir import Program, parse_module
@@ -76,6 +76,6 @@ def reload_kernel(entry: dict[str, Any], binding: bytes, params: dict[str, torch
     return TVMKernel(
         vm["main"], bound, entry["num_kernels"], True, {}, entry["reference_ops"], entry["tuned"],
         entry["tuning_hits"], entry["quant_paths"], entry["dense_paths"],
-        {"tvm": pool.num_threads, "torch": pool.torch_threads or pool.num_threads},
-        tuple(entry["shared_outputs"]), (param_names, derived), path, vm,
+        entry["pool_threads"], tuple(entry["shared_outputs"]), (param_names, derived), path, vm,
+        entry["torch_threads_in_call"], entry["thread_plan"],
     )

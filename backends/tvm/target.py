@@ -71,17 +71,13 @@ def libgomp_spins(environ: Mapping[str, str] = os.environ) -> bool:
     return not (spin.isdigit() and int(spin) <= MAX_POLITE_GOMP_SPIN)
 
 
-def default_thread_config(cores: int = 2, omp_spins: bool | None = None) -> ThreadConfig:
-    """The pools when the user did not choose: TVM's as wide as the cores, unless torch's
-    OpenMP worker busy-waits (`libgomp_spins`). Then the two workers fight for the second
-    core after every switch between a library call and a parallel TIR kernel: on a 2-core
-    Zen 1, `gpt` ran 67 ms with both pools at 2 threads, 19.5 ms with TIR serial (torch at 2),
-    21 ms with both at 2 and GOMP_SPINCOUNT=10000; eager took 21-26 ms (NOTES.md, Threads).
-    So TIR runs serially and torch keeps the cores."""
-    spins = libgomp_spins() if omp_spins is None else omp_spins
-    if cores > 1 and spins:
-        return ThreadConfig(num_threads=1, torch_threads=cores)
-    return ThreadConfig(num_threads=cores)
+def default_thread_config(cores: int = 2) -> ThreadConfig:
+    """The pools when the user did not choose: both as wide as the cores. Which one a
+    program uses is decided per program (`thread_policy.py`): parallel TIR with torch held
+    at one thread inside the call, or serial TIR beside torch's pool. Before that rule, TIR
+    ran serially in every program while libgomp spins (on a 2-core Zen 1, `gpt` ran 67 ms
+    with both pools at 2 threads and 19.5 ms with TIR serial; NOTES.md, Threads)."""
+    return ThreadConfig(num_threads=cores, torch_threads=cores)
 
 
 @cache

@@ -226,15 +226,11 @@ def import_backend_libraries(target: str) -> float:
     return time.perf_counter() - start
 
 
-def pool_text(pools: dict[str, int]) -> str:
-    """The thread pools in force, and why TIR is serial when it is."""
+def pool_text(pools: dict[str, int], plan: str = "") -> str:
+    """The threads in use during a call, and the rule's reason (`thread_policy.py`)."""
     if not pools:
         return "-"
-    text = f"TVM {pools['tvm']}, torch {pools['torch']}"
-    if pools["tvm"] < pools["torch"]:
-        text += (" (TIR serial: torch's OpenMP worker busy-waits; OMP_WAIT_POLICY=PASSIVE or"
-                 " GOMP_SPINCOUNT=10000 before torch loads lets both pools use every core)")
-    return text
+    return f"TVM {pools['tvm']}, torch {pools['torch']}" + (f" ({plan})" if plan else "")
 
 
 def print_report(report: dict[str, Any], console: Console | None = None, title: str | None = None) -> None:
@@ -258,7 +254,7 @@ def print_report(report: dict[str, Any], console: Console | None = None, title: 
         ("tuned", (f"{report.get('tuned_kernels', 0)} kernels with tuned knobs "
                    f"({report.get('tuning_hits', 0)} found in the tuning cache)")),
         ("fallback ops", ", ".join(f"{f['op']} x{f['count']}" for f in report["fallback_ops"]) or "none"),
-        ("threads", pool_text(report.get("pool_threads") or {})),
+        ("threads", pool_text(report.get("pool_threads") or {}, report.get("thread_plan", ""))),
         ("passes", ", ".join(f"{p['name']} {p['seconds'] * 1e3:.1f} ms" for p in report["passes"])
          or ("skipped: the compile cache had this captured IR" if (report.get("compile_cache") or {}).get("hits")
              else "no passes (empty pipeline)")),

@@ -236,3 +236,31 @@ def test_matmul_with_a_parameter_weight_runs_packed():
             torch.testing.assert_close(got, want, **TOL)
     paths = compiled.report["dense_paths"]
     assert paths and all(p.startswith("packed") for p in paths.values()), paths
+
+
+class _Experts(nn.Module):
+    """Dense experts on stacked weights, as the zoo's moe: `[T, K] @ [E, K, H]`, then
+    `[E, T, H] @ [E, H, N]`; odd sizes (K and N not multiples of a vector)."""
+
+    def __init__(self, e: int = 3, k: int = 33, h: int = 20, n: int = 17) -> None:
+        super().__init__()
+        self.w_up = nn.Parameter(torch.randn(e, k, h) * k**-0.5)
+        self.w_down = nn.Parameter(torch.randn(e, h, n) * h**-0.5)
+
+    def forward(self, tokens):
+        return torch.relu(tokens @ self.w_up) @ self.w_down
+
+
+@pytest.mark.parametrize("rows", [1, 7, 33])
+def test_stacked_expert_weights_run_packed(rows):
+    from compiler import compile_model
+
+    torch.manual_seed(0)
+    model, x = _Experts().eval(), torch.randn(rows, 33)
+    compiled = compile_model(model, (x,), target="tvm", use_cache=False, extra={"dense": "packed"})
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x), **TOL)
+    paths = compiled.report["dense_paths"]
+    assert set(paths) == {"p_w_up", "p_w_down"}, paths  # torch.export's parameter names
+    assert paths["p_w_up"].startswith(f"packed: 3x({rows}x33->20)"), paths
+    assert paths["p_w_down"].startswith(f"packed: 3x({rows}x20->17)"), paths

@@ -80,14 +80,13 @@ def test_vector_width_comes_from_the_isa_not_llvms_preferred_width():
     assert vector_bits(tvm.target.Target({"kind": "llvm", "mcpu": "x86-64"})) == 128
 
 
-def test_tir_runs_serially_by_default_while_torchs_openmp_worker_spins():
+def test_libgomp_spin_detection_and_default_pools():
     assert libgomp_spins({}) and libgomp_spins({"GOMP_SPINCOUNT": "300000"})
     assert libgomp_spins({"GOMP_SPINCOUNT": "lots"})  # libgomp ignores it too
     assert not libgomp_spins({"OMP_WAIT_POLICY": "passive"})
     assert not libgomp_spins({"GOMP_SPINCOUNT": "10000"})
-    assert default_thread_config(2, omp_spins=True) == ThreadConfig(num_threads=1, torch_threads=2)
-    assert default_thread_config(2, omp_spins=False) == ThreadConfig(num_threads=2)
-    assert default_thread_config(1, omp_spins=True) == ThreadConfig(num_threads=1)
+    # Both pools as wide as the cores; which one a program uses is thread_policy's rule.
+    assert default_thread_config(2) == ThreadConfig(num_threads=2, torch_threads=2)
 
 
 def test_configure_threads_sizes_both_pools():
