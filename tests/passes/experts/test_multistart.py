@@ -111,3 +111,21 @@ def test_generated_bound_sits_below_the_plan_and_load_cap_option_errors():
     with pytest.raises((ExpertsError, PipelineError)) as info:
         decide(trace, 8, 2, load_cap="both")
     assert "unknown load-cap 'both'" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_pass_option_load_cap_total_reaches_the_summary(tmp_path):
+    from moe_cases import moe_ir
+
+    from compiler.driver import module_decisions
+    from ir import parse_module
+    from passes import run_pipeline
+
+    path = tmp_path / "t.json"
+    random_trace(2, 4, 2, 16, 2, 7).save(path)
+    module = parse_module(moe_ir())
+    run_pipeline(module, f'place-experts{{devices=2 trace="{path}" time-limit=5 load-cap=total}}')
+    summary = module_decisions(module)["experts"]
+    assert summary["load_cap"] == "total" and summary["multistart_winner"] != "not-run"
+    with pytest.raises((ExpertsError, PipelineError)) as info:
+        run_pipeline(parse_module(moe_ir()), f'place-experts{{devices=2 trace="{path}" load-cap=some}}')
+    assert "unknown load-cap" in str(info.value) and "\n" not in str(info.value)
