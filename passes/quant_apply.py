@@ -34,6 +34,7 @@ from ir.ops.sources import ParamOp
 from ir.program import Program
 from ir.quant import act_format_for, from_rows, get_format, to_rows
 from ir.quant.formats import PER_TENSOR
+from ir.quant.registry import DYNAMIC_ACT
 from ir.quant.observe import body_ops, run_traced
 from passes.quant_layers import Layer
 
@@ -52,7 +53,12 @@ class LayerQuant:
 
 
 def act_plan(weight_format: str, mode: str, act_absmax: float | None, override: str = "") -> tuple[str | None, float | None]:
-    """(concrete activation format, static scale or None) for a layer in `mode`."""
+    """(concrete activation format, static scale or None) for a layer in `mode`.
+
+    A W8A8-dynamic weight format (`DYNAMIC_ACT`, e.g. `int8_dyn`) quantizes its activation
+    per row at run time in either mode: that rounding is part of the format's numerics."""
+    if weight_format in DYNAMIC_ACT:
+        return DYNAMIC_ACT[weight_format], None
     if mode == WEIGHT_ONLY:
         return None, None
     fmt = get_format(override or act_format_for(weight_format))

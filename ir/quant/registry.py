@@ -7,7 +7,9 @@ concrete fixed-point types, which `get_format` parses (`fixed<8,2,AP_RND_CONV,AP
 `ACT_FORMAT` says which activation format pairs with a weight format in
 weight+activation mode (W8A8 for int8, W4A8 for int4 and MXFP4, MX pairs with the same
 MX element type, fixed point with 16-bit fixed point), following what the hardware that
-runs each format multiplies.
+runs each format multiplies. `DYNAMIC_ACT` names the formats that quantize activations in
+weight-only mode too (`int8_dyn`: W8A8 with per-row dynamic activation scales, the
+VNNI kernel's numerics, `backends/tvm/quant_vnni.py`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ def _formats() -> list[QuantFormat]:
     out = [
         QuantFormat("int8", el.INT8, PER_ROW, "f32", "int", "int8 symmetric, one float32 scale per output channel"),
         QuantFormat("int8_tensor", el.INT8, PER_TENSOR, "f32", "int", "int8 symmetric, one float32 scale per tensor"),
+        QuantFormat("int8_dyn", el.INT8, PER_ROW, "f32", "int",
+                    "W8A8 dynamic: int8 weights with one float32 scale per output channel, activations "
+                    "quantized per row (int8, absmax scale) at run time, int32 sums (see DYNAMIC_ACT)"),
     ]
     for g in (32, 64, 128):
         out.append(QuantFormat(f"int4_g{g}", el.INT4, g, "f16", "int", f"int4 symmetric, one float16 scale per {g} weights along K"))
@@ -46,7 +51,7 @@ def _formats() -> list[QuantFormat]:
 FORMATS: dict[str, QuantFormat] = {f.name: f for f in _formats()}
 
 ACT_FORMAT: dict[str, str] = {
-    "int8": "int8_tensor", "int8_tensor": "int8_tensor",
+    "int8": "int8_tensor", "int8_dyn": "int8", "int8_tensor": "int8_tensor",
     "int4_g32": "int8_tensor", "int4_g64": "int8_tensor", "int4_g128": "int8_tensor",
     "fp8_e4m3": "fp8_e4m3_tensor", "fp8_e4m3_tensor": "fp8_e4m3_tensor",
     "fp8_e5m2": "fp8_e5m2_tensor", "fp8_e5m2_tensor": "fp8_e5m2_tensor",
@@ -55,6 +60,12 @@ ACT_FORMAT: dict[str, str] = {
     "bfp4": "mxint8", "bfp6": "mxint8", "bf16": "bf16", "fp16": "fp16",
     "fixed4": "fixed16", "fixed6": "fixed16", "fixed8": "fixed16", "fixed12": "fixed16", "fixed16": "fixed16",
 }
+
+
+# Weight formats whose activations are quantized at run time in every mode (the format
+# itself is W8A8): weight format -> the activation's format, applied per row of the
+# activation (one dynamic absmax scale per row along K, which is `int8`'s grouping).
+DYNAMIC_ACT: dict[str, str] = {"int8_dyn": "int8"}
 
 
 def get_format(name: str) -> QuantFormat:
