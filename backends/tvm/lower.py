@@ -397,7 +397,7 @@ def lower_program(
                 step = conv_plan.remaining(step)  # less a batch norm (+ activation) folded into its conv
                 if not step:
                     continue
-                if quant.emit(bb, step, env):  # packed weights: fused into their matmuls
+                if quant.emit(bb, step, env, derived):  # packed weights: fused into their matmuls
                     continue
                 if dense_plan.emit(bb, step, env, derived) or conv_plan.emit(bb, step, env, derived):
                     continue

@@ -10,6 +10,9 @@
 - `reference`: the op's torch emulation through a packed function (`reference.py`): codes
   that are not packed (activations in weight+activation mode), formats TIR cannot decode,
   or a dequantize inside a multi-op fusion group.
+- `int8-dyn-vnni` / `int8-dyn-tir (no VNNI)`: an `int8_dyn` weight whose consumers read
+  a per-row dynamically quantized activation: the activation's quantize/dequantize pair
+  and the contraction become one int8 kernel with int32 sums (`quant_dyn_lower.py`).
 
 The plan is made once per program, before emission, and each site records its path and
 the reason, which the build reports per layer (`Lowered.quant_paths`).
@@ -27,6 +30,7 @@ from tvm import relax
 from xdsl.ir import Block, SSAValue
 
 from backends.tvm.groups import alone, group_sizes
+from backends.tvm.quant_dyn_lower import DYN_PATHS, emit_dynamic, plan_dynamic, settle
 from backends.tvm.quant_decode import PackedLayout, unsupported_reason
 from backends.tvm.quant_matmul import OPAQUE, MatmulShape, dequantize_func, quant_matmul_func
 from backends.tvm.target import host_lanes
@@ -52,6 +56,7 @@ class QuantSite:
     path: str
     reason: str = ""
     consumers: dict[KilnOp, MatmulShape] = field(default_factory=dict)
+    act_ops: dict[KilnOp, tuple[QuantizeOp, DequantizeOp]] = field(default_factory=dict)
 
     @property
     def layout(self) -> PackedLayout:
@@ -123,6 +128,8 @@ def plan_sites(block: Block) -> list[QuantSite]:
             site.consumers[user] = problem
         if site.consumers:
             site.path = FUSED
+            plan_dynamic(site, sizes)
+    settle(sites)
     return sites
 
 
@@ -138,17 +145,21 @@ class QuantLowering:
         self.threads = threads  # what the matmul kernels are built for (`thread_policy.py`)
         self._by_dequant = {s.dequant: s for s in self.sites if s.path != REFERENCE}
         self._by_consumer = {c: s for s in self.sites for c in s.consumers}
+        self._folded = {o for s in self.sites for pair in s.act_ops.values() for o in pair}
 
     @property
     def paths(self) -> dict[str, str]:
         """Quantized weight -> path; activations (weight+activation mode) are not layers."""
         return {s.weight: s.path for s in self.sites if isinstance(s.dequant.codes.owner, ParamOp)}
 
-    def emit(self, bb: relax.BlockBuilder, step: list[KilnOp], env: dict[SSAValue, Any]) -> bool:
-        """Emit `step` if it is a planned site (or its consumer); False leaves it to the table."""
+    def emit(self, bb: relax.BlockBuilder, step: list[KilnOp], env: dict[SSAValue, Any], derived: Any = None) -> bool:
+        """Emit `step` if it is a planned site (or its consumer); False leaves it to the table.
+        `derived` (lower.py's load-time parameters) is needed by `int8_dyn` sites."""
         if len(step) != 1:
             return False
         op = step[0]
+        if op in self._folded:
+            return True  # an activation quantize/dequantize folded into an int8_dyn kernel
         site = self._by_dequant.get(op)
         if site is not None:
             if site.path == DEQUANT_TIR:
@@ -157,6 +168,10 @@ class QuantLowering:
         site = self._by_consumer.get(op)
         if site is None:
             return False
+        if site.path in DYN_PATHS:
+            bias = op.bias if isinstance(op, LinearOp) and op.bias is not None else None
+            env[op.results[0]] = emit_dynamic(bb, site, op, env, derived, self.threads, bias)
+            return True
         env[op.results[0]] = self._matmul(bb, site, op, env)
         return True
 
