@@ -22,7 +22,8 @@ from cost_models.hardware import get_hardware
 from ir.attrs import from_attr, to_attr
 from ir.quant import get_format
 from passes.quant_apply import LayerQuant, act_plan
-from passes.quant_layers import Layer, modeled_seconds
+from passes.quant_latency import latency_matrix
+from passes.quant_layers import Layer
 from passes.quant_sensitivity import prior
 from passes.quant_solver import Problem, Solution, solve_greedy, solve_ilp
 
@@ -33,6 +34,7 @@ QUANT_ATTR_DOC = """`quant` on each decided contraction (kiln.linear / kiln.conv
   axis        reduction axis of the weight's row view; view_shape is that view's shape
   bytes       exact bytes of packed codes + scales; fp32_bytes the original; bits per weight
   sensitivity the measured (or proxy / prior) output change; latency_us the modeled time
+  (or, with `latency=measured`, the host's measured kernel times: `passes/quant_latency.py`)
   mode        "weight-only" | "weight-activation"
   uniform_format, uniform_bytes, uniform_sensitivity: the layer under the uniform baseline
               (the summary's `baseline_uniform`: least summed sensitivity within the budget)
@@ -102,7 +104,7 @@ def budget_of(layers: Sequence[Layer], budget_bytes: int, avg_bits: float) -> in
 
 def decide(layers: Sequence[Layer], formats: Sequence[str], budget: int, mode: str, solver: str,
            time_limit: float, hardware: str = "cpu", latency_budget_us: float = 0.0,
-           act_format: str = "") -> Decision:
+           act_format: str = "", latency_source: str = "modeled", latency_table=None) -> Decision:
     """Build the problem from the layers' profiles, solve it, and describe the result."""
     for f in formats:
         get_format(f)  # unknown names fail here, naming the format
@@ -124,7 +126,7 @@ def decide(layers: Sequence[Layer], formats: Sequence[str], budget: int, mode: s
         source, cost = "prior", prior(layers, options)
     hw = get_hardware(hardware)
     nbytes = [[layer.nbytes(f) for f in formats] for layer in layers]
-    latency = [[modeled_seconds(layer, f, mode, hw) for f in formats] for layer in layers]
+    latency, latency_info = latency_matrix(layers, formats, mode, hw, latency_source, latency_table)
     lat_budget = latency_budget_us * 1e-6 if latency_budget_us > 0 else None
     problem = Problem([layer.weight for layer in layers], options, cost, nbytes, budget, latency, lat_budget)
     greedy = solve_greedy(problem)
@@ -132,7 +134,7 @@ def decide(layers: Sequence[Layer], formats: Sequence[str], budget: int, mode: s
     decision = Decision({}, problem, solution, greedy, source, mode, act_format,
                         {layer.weight: p for layer, p in zip(layers, profiles)})
     decision.plans = decision.plans_for(solution.choice)
-    decision.summary = _summary(decision, layers, mode, solver)
+    decision.summary = {**_summary(decision, layers, mode, solver), **latency_info}
     return decision
 
 

@@ -25,6 +25,7 @@ from ir import dtypes
 from ir.ops.contraction import Conv2dOp, LinearOp, MatmulOp
 from ir.ops.sources import ParamOp
 from ir.quant import get_format
+from ir.quant.registry import DYNAMIC_ACT
 
 CONTRACTIONS = (LinearOp, Conv2dOp, MatmulOp)
 
@@ -110,12 +111,13 @@ def modeled_seconds(layer: Layer, fmt: str, mode: str, hw: Hardware) -> float:
     f = get_format(fmt)
     weight_bytes = layer.nbytes(fmt)
     total = 0.0
-    dtype = "float32" if mode == "weight-only" else _COMPUTE_DTYPE.get(f.family, "float32")
+    dynamic = fmt in DYNAMIC_ACT  # W8A8 in every mode: int8 dot products, no weight decode
+    dtype = "float32" if mode == "weight-only" and not dynamic else _COMPUTE_DTYPE.get(f.family, "float32")
     for op in layer.users:
         act_bytes = sum(dtypes.nbytes(o.type) for i, o in enumerate(op.operands) if i != 1)
         out_bytes = sum(dtypes.nbytes(r.type) for r in op.results)
         flops = op.flops()  # type: ignore[attr-defined]
-        if mode == "weight-only":
+        if mode == "weight-only" and not dynamic:
             flops += 2 * layer.numel  # dequantize: decode and scale every weight
         moved = act_bytes + out_bytes + weight_bytes
         total += max(flops / hw.flops(dtype), moved / hw.mem_bandwidth) + hw.launch_overhead_s

@@ -20,7 +20,7 @@ scales come from data). So the work is split where the data is:
   (`quant_apply.py`) so the program runs quantized on the interpreter and any backend.
 - `QuantizePass` (`quantize{budget-bytes=N avg-bits=4.5 mode=weight-only|weight-activation
   formats=int8,int4_g64 solver=ilp|greedy time-limit=S latency-budget-us=T hardware=cpu
-  act-format=NAME}`) is the decision alone: it reads the profiles, solves, and writes
+  act-format=NAME latency=modeled|measured}`) is the decision alone: it reads the profiles, solves, and writes
   `quant` attributes on the contractions and the `kiln.quantization` summary on the
   module. On IR without profiles (text from elsewhere) it uses a Gaussian prior and says
   so in the summary's `sensitivity` field, so `kiln opt -p quantize` always works.
@@ -62,6 +62,7 @@ from passes.quant_decide import (
     write_decision,
     write_profile,
 )
+from passes.quant_latency import SOURCES as LATENCY_SOURCES
 from passes.quant_layers import Layer, find_layers
 from passes.quant_report import QuantReport, compare, evaluate
 from passes.quant_sensitivity import AUTO_MEASURED_LIMIT, SOURCES, measured, proxy
@@ -90,8 +91,11 @@ class QuantizePass(ModulePass):
     latency_budget_us: float = 0.0
     hardware: str = "cpu"
     act_format: str = ""
+    latency: str = "modeled"  # modeled (roofline) | measured (this host's kernel times, cached)
 
     def __post_init__(self) -> None:
+        if self.latency not in LATENCY_SOURCES:
+            raise QuantizationError(f"quantize: latency must be one of {', '.join(LATENCY_SOURCES)}, not {self.latency!r}")
         if self.mode not in MODES:
             raise QuantizationError(f"quantize: unknown mode {self.mode!r}; use one of {', '.join(MODES)}")
         if self.solver not in SOLVERS:
@@ -112,7 +116,7 @@ class QuantizePass(ModulePass):
         """The decision for `layers` (from their profiles), without writing it."""
         budget = budget_of(layers, self.budget_bytes, self.avg_bits) if budget is None else budget
         return decide(layers, self.formats, budget, self.mode, self.solver, self.time_limit,
-                      self.hardware, self.latency_budget_us, self.act_format)
+                      self.hardware, self.latency_budget_us, self.act_format, self.latency)
 
     def apply(self, ctx: Context, op: ModuleOp) -> None:
         layers, skipped = find_layers(entry_function(op))
@@ -135,6 +139,7 @@ class QuantizeOptions:
     latency_budget_us: float = 0.0
     hardware: str = "cpu"
     act_format: str = ""
+    latency: str = "modeled"
     sensitivity: str = "auto"  # measured | proxy | auto (measured while affordable)
     metric: str = "mse"  # mse | kl (logits)
     permute: bool = True  # fold the outlier channel permutation into the weights first
