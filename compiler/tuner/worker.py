@@ -66,7 +66,9 @@ def run_job(job, built: OrderedDict) -> Any:
         if job.check:
             for config, kernel in zip(job.configs, kernels):
                 _check(kernel(*args), expected, config)
-        context = library_call(job.threads) if job.context == "library-call" else None
+        # torch's threads as `kiln compile` runs them beside kernels built for job.threads:
+        # held at one while the kernels are parallel (backends/tvm/thread_policy.py)
+        context = library_call(1 if job.threads > 1 else None) if job.context == "library-call" else None
         latencies, rounds, error = time_kernels(kernels, args, job.rounds, job.min_round_s, context)
     except Exception as err:  # noqa: BLE001 - a bad candidate is a result, not a crash
         reason = f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}"
@@ -131,19 +133,23 @@ def _check(actual, expected, config) -> None:
             raise ValueError(f"config {config}: wrong result")
 
 
-def library_call(threads: int):
-    """A contraction as the library path runs it (a linear on torch's OpenMP pool).
+def library_call(threads: int | None):
+    """A contraction as the library path runs it (a linear on `threads` of torch's pool;
+    None: the threads torch has).
 
     In a Kiln model a TIR kernel runs between such calls, and that changes what it costs:
     TVM's pool worker has parked while torch's threads ran, so a kernel that forks pays
     a wake-up that a kernel timed in a tight loop of its own never sees. Measured here on
     mlp's GELU: 12 us parallel vs 19 us serial in a loop of its own, 22-34 us vs 17-19 us
     right after a linear. So each timed call is preceded by this call, whose own time is
-    measured in the same rounds and subtracted (`net_of_context`).
+    measured in the same rounds and subtracted (`net_of_context`). Under the thread plan
+    a program whose kernels are parallel holds torch at one thread, so there the call runs
+    on the calling thread alone (`run_job`).
     """
     import torch
 
-    torch.set_num_threads(threads)
+    if threads is not None:
+        torch.set_num_threads(threads)
     x, w, b = torch.randn(8, 256), torch.randn(512, 256), torch.randn(512)
     out = torch.empty(8, 512)
     return lambda: torch._C._nn.linear(x, w, b, out=out)
