@@ -20,3 +20,15 @@ def test_gemm_benchmark_writes_gflops_and_kilns_path(tmp_path, capsys):
         assert row["cells"]["kiln"]["path"].startswith(("packed", "library"))
     text = (tmp_path / "gemm.md").read_text()
     assert "| 9 | 40 |" in text and "error" not in text
+
+
+def test_gemm_int8_columns_on_a_tiny_problem(tmp_path):
+    """--quick: Kiln's int8_dyn kernel, torch's and ONNX Runtime's dynamic int8 linears all
+    run and pass the W8A8 correctness check; Kiln's int8 path is named."""
+    code = gemm.main(["--quick", "--systems", "eager,kiln-int8,torch-int8,onnxruntime-int8", "--out", str(tmp_path)])
+    assert code == 0
+    (row,) = json.loads((tmp_path / "gemm.json").read_text())["table"]
+    assert (row["m"], row["k"]) == (7, 64)
+    for system in ("eager", "kiln-int8", "torch-int8", "onnxruntime-int8"):
+        assert row["cells"][system]["gflops"] > 0, row
+    assert row["cells"]["kiln-int8"]["path"].startswith("int8-dyn-")
