@@ -384,7 +384,7 @@ def lower_program(
     dense_plan = DensePlan.of(block, dense)  # linears on packed weights; those bind packed only
     conv_plan = ConvPlan.of(block, conv)  # convolutions on the direct kernel, same idea
     attention_plan = AttentionPlan.of(block, attention)  # small attention as one TIR kernel
-    bound = [n for n in param_names if n not in dense_plan.replaced | conv_plan.replaced]
+    bound = [n for n in param_names if n not in dense_plan.replaced | conv_plan.replaced | quant.replaced]
     with bb.function("main"):  # parameters are given at the end, once derived ones are known
         with bb.dataflow():
             env: dict[SSAValue, Any] = dict(zip(block.args, inputs))

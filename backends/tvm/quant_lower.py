@@ -148,6 +148,18 @@ class QuantLowering:
         self._folded = {o for s in self.sites for pair in s.act_ops.values() for o in pair}
 
     @property
+    def replaced(self) -> set[str]:
+        """Codes parameters only `int8_dyn` kernels read: bound in their VNNI layout only."""
+        names = {}
+        for s in self.sites:
+            owner = s.dequant.codes.owner
+            if isinstance(owner, ParamOp):
+                name = str(owner.opt("name"))
+                only = s.path in DYN_PATHS and all(u.operation is s.dequant for u in owner.result.uses)
+                names[name] = names.get(name, True) and only
+        return {n for n, only in names.items() if only}
+
+    @property
     def paths(self) -> dict[str, str]:
         """Quantized weight -> path; activations (weight+activation mode) are not layers."""
         return {s.weight: s.path for s in self.sites if isinstance(s.dequant.codes.owner, ParamOp)}

@@ -84,6 +84,7 @@ def int8_dyn_func(m: int, k: int, n: int, bias: bool, vnni: bool, threads: int) 
     mt, nv = tiles(m, n)
     nvec, k4 = padded_vectors(n, nv), math.ceil(k / 4)
     kp, mtiles, nblocks = k4 * 4, math.ceil(m / mt), nvec // nv
+    kv = k // 16  # whole 16-float vectors of a row
     mp = mtiles * mt
     parallel = threads > 1 and m * n * k >= MIN_PARALLEL_MACS
 
@@ -99,19 +100,33 @@ def int8_dyn_func(m: int, k: int, n: int, bias: bool, vnni: bool, threads: int) 
         T.func_attr({"tirx.noalias": True})
         Aq = T.alloc_buffer((mp, kp), "uint8")
         sa = T.alloc_buffer((mp,), "float32")
-        for r in range(mp):
-            amax = T.alloc_buffer((1,), "float32", scope="local")
-            amax[0] = T.float32(0)
+        for r in range(mp):  # quantize the rows: absmax (16 lanes, then across), then codes
             if r < m:
-                for c in range(k):
+                amax = T.alloc_buffer((16,), "float32", scope="local")
+                for l in T.vectorized(16):
+                    amax[l] = T.float32(0)
+                for c0 in range(kv):
+                    for l in T.vectorized(16):
+                        amax[l] = T.max(amax[l], T.fabs(X[r, c0 * 16 + l]))
+                for c in range(kv * 16, k):
                     amax[0] = T.max(amax[0], T.fabs(X[r, c]))
-            s = amax[0] / T.float32(127)
-            sa[r] = T.Select(s > T.float32(0) and s < T.float32(3.0e38), s, T.float32(1))
-            for c in range(kp):
-                if r < m and c < k:
-                    q = T.max(T.min(T.round(X[r, c] / sa[r]), T.float32(127)), T.float32(-127))
-                    Aq[r, c] = T.Cast("uint8", T.Cast("int32", q) + 128)
-                else:
+                for l in range(1, 16):
+                    amax[0] = T.max(amax[0], amax[l])
+                s = amax[0] / T.float32(127)
+                sa[r] = T.Select(s > T.float32(0) and s < T.float32(3.0e38), s, T.float32(1))
+                for c0 in range(kv):
+                    for l in T.vectorized(16):  # no `let` inside: TVM 0.27 vectorizes it wrong
+                        Aq[r, c0 * 16 + l] = T.Cast("uint8", T.Cast("int32", T.max(T.min(
+                            T.round(X[r, c0 * 16 + l] / sa[r]), T.float32(127)), T.float32(-127))) + 128)
+                for c in range(kv * 16, kp):
+                    if c < k:
+                        Aq[r, c] = T.Cast("uint8", T.Cast("int32", T.max(T.min(
+                            T.round(X[r, c] / sa[r]), T.float32(127)), T.float32(-127))) + 128)
+                    else:
+                        Aq[r, c] = T.uint8(128)
+            else:
+                sa[r] = T.float32(1)
+                for c in range(kp):
                     Aq[r, c] = T.uint8(128)
         for t in T.parallel(mtiles * nblocks) if parallel else T.serial(mtiles * nblocks):
             acc = T.alloc_buffer((mt, nv * 16), "int32", scope="local")

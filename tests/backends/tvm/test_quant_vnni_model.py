@@ -84,6 +84,9 @@ def test_lowered_module_calls_the_kernel_on_the_fp32_activation():
     text = lower_program(program).module["main"].script()
     assert text.count("kiln_qmm_int8_dyn_33x64x48") == 3
     assert "kiln.ref.quantize" not in text
+    lowered = lower_program(program)
+    assert not [n for n in lowered.param_names if n.endswith(".qcodes")]  # bound VNNI-packed only
+    assert sum(1 for n, _ in lowered.derived if ".vnni" in n) == 3
 
 
 def test_without_vnni_the_plain_path_is_taken_and_correct(monkeypatch):
