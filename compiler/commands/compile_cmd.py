@@ -200,7 +200,7 @@ def hls_line(h: dict[str, Any], rel_rms_err: float | None) -> str:
 
 def quant_line(paths: dict[str, str]) -> str:
     """Which quantized weights a matmul decodes in its own kernel, and where the rest went."""
-    fused = {w: p for w, p in paths.items() if p.startswith("fused")}
+    fused = {w: p for w, p in paths.items() if p.startswith(("fused", "int8-dyn"))}  # int8-dyn: int8 sums in-kernel
     rest = {w: p for w, p in paths.items() if w not in fused}
     line = f"{len(fused)}/{len(paths)} weights dequantized inside their matmul kernel"
     if fused:
