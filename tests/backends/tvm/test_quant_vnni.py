@@ -26,12 +26,12 @@ PATHS = [pytest.param(True, marks=pytest.mark.skipif(not VNNI, reason="host CPU 
 
 
 @functools.cache
-def built(m: int, k: int, n: int, vnni: bool, bias: bool = True):
-    f = qv.int8_dyn_func(m, k, n, bias, vnni, threads=1)
+def built(m: int, k: int, n: int, vnni: bool, bias: bool = True, threads: int = 1):
+    f = qv.int8_dyn_func(m, k, n, bias, vnni, threads=threads)
     return tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target=cpu_target())
 
 
-def run(m, k, n, vnni, bias=True, seed=0):
+def run(m, k, n, vnni, bias=True, seed=0, threads=1):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(m, k, generator=g) * 3
     w = torch.randn(n, k, generator=g) / k**0.5
@@ -43,7 +43,7 @@ def run(m, k, n, vnni, bias=True, seed=0):
     args = [x, qv.pack_vnni(codes, n, k, nv), qv.compensation(codes, n, k, nv), q.scales.float(), b,
             torch.full((m, n), float("nan"))]
     targs = [tvm.runtime.tensor(a.numpy()) for a in args]
-    built(m, k, n, vnni, bias)["main"](*targs)
+    built(m, k, n, vnni, bias, threads)["main"](*targs)
     y = torch.from_numpy(targs[-1].numpy())
     return x, w, b if bias else None, codes, q.scales, y
 
@@ -67,6 +67,14 @@ def test_no_bias_and_zero_rows(vnni):
     m, k, n = 7, 70, 40
     x, _, _, codes, sw, y = run(m, k, n, vnni, bias=False)
     assert rel(y, qv.reference(x, codes, sw, None, n)) < 1e-5
+
+
+@pytest.mark.parametrize("vnni", PATHS)
+def test_parallel_tiles_on_two_threads(vnni):
+    m, k, n = 33, 131, 80  # above MIN_PARALLEL_MACS: the tile loop is parallel
+    assert m * k * n >= qv.MIN_PARALLEL_MACS
+    x, _, b, codes, sw, y = run(m, k, n, vnni, threads=2)
+    assert rel(y, qv.reference(x, codes, sw, b, n)) < 1e-5
 
 
 def test_reference_is_the_int8_dyn_emulation():
