@@ -25,6 +25,7 @@ correct, not fast.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -42,10 +43,16 @@ MIN_PARALLEL_MACS = 1 << 18  # as dense_packed.py: below this a fork/join costs 
 
 def has_vnni(target: tvm.target.Target | None = None) -> bool:
     """Whether `target` (default: the host CPU) has AVX-512 VNNI (`vpdpbusd` on zmm)."""
+    if target is None:
+        return _host_has_vnni()
+    return bool(tvm.target.codegen.target_has_features(["avx512vnni"], target))
+
+
+@functools.cache
+def _host_has_vnni() -> bool:
     from backends.tvm.target import cpu_target
 
-    target = target or cpu_target()
-    return bool(tvm.target.codegen.target_has_features(["avx512vnni"], target))
+    return has_vnni(cpu_target())
 
 
 def tiles(m: int, n: int) -> tuple[int, int]:

@@ -108,3 +108,8 @@ def test_packing_layout():
     assert int(packed[0, 0, 5 * 4 + 2]) == int(w[5, 2])
     assert int(packed[1, 1, 4 * 4 + 0]) == 0  # n = 20 is padding
     assert int(packed[0, 1, 0 * 4 + 2]) == 0  # k = 6 is padding
+
+
+def test_vnni_is_read_from_the_target():
+    assert qv.has_vnni(cpu_target("znver4")) and qv.has_vnni(cpu_target("icelake-server"))
+    assert not qv.has_vnni(cpu_target("znver1")) and not qv.has_vnni(cpu_target("haswell"))

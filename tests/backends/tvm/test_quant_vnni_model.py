@@ -107,3 +107,23 @@ def test_gpt_matches_the_emulation_row_by_row():
     rows = (got - want).abs().amax(-1) / want.abs().amax(-1)
     assert float((rows < 1e-4).float().mean()) > 0.8
     assert rel(got, want) < 1e-2
+
+
+def test_matmul_weights_take_the_kernel_and_conv_keeps_its_path():
+    """`x @ W` (W [K, N], codes stored as W^T's rows) runs the kernel; a conv2d's int8_dyn
+    weight decodes in TIR and its activation pair runs the emulation, as any conv does."""
+    sys.path.insert(0, str(Path(__file__).parents[2] / "passes"))
+    from test_quantization import small_program
+
+    from backends.tvm.pipeline import kiln_pipeline
+    from passes import run_pipeline
+    from passes.quantization import QuantizeOptions, quantize_program
+
+    program, inputs = small_program()
+    quantize_program(program, inputs, QuantizeOptions(formats=("int8_dyn",), avg_bits=9.0, compare=False))
+    run_pipeline(program.module, kiln_pipeline().replace(",map-memory", ""))
+    kernel = TVMBackend().build(program, BuildOptions(cache_dir=None))
+    assert kernel.quant_paths == {"conv": "dequant-tir", "fc1": PATH, "fc2": PATH, "proj": PATH}
+    got = kernel(*inputs)
+    got = got[0] if isinstance(got, (list, tuple)) else got
+    assert rel(got.detach(), run(program, *inputs)[0].detach()) < 1e-5
