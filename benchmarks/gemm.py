@@ -146,9 +146,9 @@ def bench_problem(m: int, k: int, systems: Sequence[str], options: TimingOptions
 
 def to_markdown(meta: dict, table: list[dict], systems: Sequence[str]) -> str:
     lines = [f"# GEMM: `{meta['command']}` · {meta['date']} · {meta['cpu']} · {meta['threads']} threads", "",
-             "GFLOP/s of `nn.Linear(K, K)` on M rows (median of interleaved rounds; higher is better). "
-             "`kiln` takes the packed TIR kernel or the library by its rule; `*-int8` columns are W8A8 "
-             "dynamic (paths of the Kiln columns in the last column).", "",
+             ("GFLOP/s of `nn.Linear(K, K)` on M rows (median of interleaved rounds; higher is better). "
+              "`kiln` takes the packed TIR kernel or the library by its rule; `*-int8` columns are W8A8 "
+              "dynamic (paths of the Kiln columns in the last column)."), "",
              "| M | N = K | " + " | ".join(systems) + " | kiln's paths |",
              "|---|---|" + "---|" * len(systems) + "---|"]
     for row in table:

@@ -34,8 +34,8 @@ from ir.ops.sources import ParamOp
 from ir.program import Program
 from ir.quant import act_format_for, from_rows, get_format, to_rows
 from ir.quant.formats import PER_TENSOR
-from ir.quant.registry import DYNAMIC_ACT
 from ir.quant.observe import body_ops, run_traced
+from ir.quant.registry import DYNAMIC_ACT
 from passes.quant_layers import Layer
 
 WEIGHT_ONLY = "weight-only"

@@ -30,8 +30,8 @@ from tvm import relax
 from xdsl.ir import Block, SSAValue
 
 from backends.tvm.groups import alone, group_sizes
-from backends.tvm.quant_dyn_lower import DYN_PATHS, emit_dynamic, plan_dynamic, settle
 from backends.tvm.quant_decode import PackedLayout, unsupported_reason
+from backends.tvm.quant_dyn_lower import DYN_PATHS, emit_dynamic, plan_dynamic, settle
 from backends.tvm.quant_matmul import OPAQUE, MatmulShape, dequantize_func, quant_matmul_func
 from backends.tvm.target import host_lanes
 from ir import dtypes

@@ -25,7 +25,7 @@ from passes.quant_layers import find_layers
 from passes.quantization import QuantizeOptions, quantize_program
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_quantization import small_program  # noqa: E402
+from test_quantization import small_program
 
 
 def test_int8_dyn_quantizes_activations_per_row_in_every_mode():

@@ -26,7 +26,7 @@ from backends.tvm.lower import lower_program
 from ir.interpreter import run
 
 sys.path.insert(0, str(Path(__file__).parent))
-import test_quantized as tq  # noqa: E402  (the quantize-then-build helpers of the quant tests)
+import test_quantized as tq
 
 PATH = qv.VNNI_PATH if qv.has_vnni() else qv.PLAIN_PATH
 
@@ -72,7 +72,7 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.mark.parametrize("model", ["mlp", "qkv_test"])
 def test_model_runs_the_int8_kernel_and_matches_the_emulation(model):
-    program, _, layers, kernel = built(model)
+    _, _, layers, kernel = built(model)
     assert kernel.quant_paths == {layer.weight: PATH for layer in layers}
     assert not kernel.reference_ops  # the activation quantize pairs are folded, not emulated
     got, want = outputs(model)
@@ -91,7 +91,7 @@ def test_lowered_module_calls_the_kernel_on_the_fp32_activation():
 
 def test_without_vnni_the_plain_path_is_taken_and_correct(monkeypatch):
     monkeypatch.setattr(qv, "has_vnni", lambda target=None: False)
-    program, inputs, layers = tq.quantized_program("mlp", "int8_dyn")
+    program, inputs, _ = tq.quantized_program("mlp", "int8_dyn")
     kernel = TVMBackend().build(program, BuildOptions(cache_dir=None))
     assert set(kernel.quant_paths.values()) == {qv.PLAIN_PATH}
     got = kernel(*inputs)
@@ -101,7 +101,7 @@ def test_without_vnni_the_plain_path_is_taken_and_correct(monkeypatch):
 
 @pytest.mark.slow
 def test_gpt_matches_the_emulation_row_by_row():
-    _, _, layers, kernel = built("gpt")
+    kernel = built("gpt")[3]
     assert set(kernel.quant_paths.values()) == {PATH}
     got, want = outputs("gpt")
     rows = (got - want).abs().amax(-1) / want.abs().amax(-1)
