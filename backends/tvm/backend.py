@@ -129,6 +129,7 @@ class TVMBackend:
         from backends.tvm import library
         from backends.tvm.arena import memory_pipeline, record_memory
         from backends.tvm.compile import build_executable
+        from backends.tvm.dense_knobs import is_dense
         from backends.tvm.knobs import schedule_options
         from backends.tvm.reference import register_reference
         from backends.tvm.schedule import ScheduleOptions
@@ -147,7 +148,7 @@ class TVMBackend:
         # direct one (`conv_direct.py`, extra["conv"]: auto, direct or library) and which
         # attention ops the TIR one (`attention_tir.py`, extra["attention"]: auto, tir or
         # library): each choice is in `paths` below (the key), the thread count in `dense`'s.
-        lowered, plan = _lower_for_threads(program, options, min(threads, pool.num_threads), pool)
+        lowered, plan = _lower_for_threads(program, options, min(threads, pool.num_threads), pool, tuned)
         ir_text += "\0threads:" + plan.key()
         params = [t.detach().contiguous() for t in lowered.bind(program.params)]
         # The lowering's decisions that depend on this host (which linears run packed, each
@@ -168,7 +169,11 @@ class TVMBackend:
             num_kernels = int(json.loads(meta.read_text())["num_kernels"])
             memory = json.loads(meta.read_text()).get("memory", {})
         else:
-            schedules = {name: schedule_options(c, plan.kernel_threads) for name, c in tuned.items()}
+            # The plan's threads bound a tuned kernel's (a serial plan builds serial kernels);
+            # a packed linear's tiles are the lowering's (dense_knobs.py).
+            schedules = {name: schedule_options({**c, "num_threads": min(c.get("num_threads", 1), plan.kernel_threads)},
+                                                plan.kernel_threads)
+                         for name, c in tuned.items() if not is_dense(c)}
             # map-memory's plan: intermediates at their offsets in one arena (arena.py)
             arena, memory = memory_pipeline(program.module, lowered.arena_offsets, target)
             executable, num_kernels = build_executable(
@@ -199,7 +204,7 @@ class TVMBackend:
         )
 
 
-def _lower_for_threads(program: Program, options: BuildOptions, threads: int, pool):
+def _lower_for_threads(program: Program, options: BuildOptions, threads: int, pool, tuned: dict[str, dict]):
     """Lower for `threads`, then ask the rule (`thread_policy.py`) which pool owns the cores;
     lower again for one thread when torch's pool should. An explicit `num_threads` is taken
     as is: kernels for that many threads, torch left alone.
@@ -213,17 +218,20 @@ def _lower_for_threads(program: Program, options: BuildOptions, threads: int, po
     """
     from backends.tvm.attention_tir import AttentionOptions
     from backends.tvm.conv_direct import ConvOptions
+    from backends.tvm.dense_knobs import dense_kernels
     from backends.tvm.dense_packed import DenseOptions
     from backends.tvm.lower import lower_program
     from backends.tvm.thread_policy import ThreadPlan, plan_threads, work_split
 
     def lower(kernel_threads: int):
         dense = DenseOptions(policy=options.extra.get("dense", "auto"), threads=kernel_threads,
-                             library_threads=pool.torch_threads or pool.num_threads)
+                             library_threads=pool.torch_threads or pool.num_threads, tuned=dense_tiles)
         conv = ConvOptions(policy=options.extra.get("conv", "auto"), threads=kernel_threads)
         attention = AttentionOptions(policy=options.extra.get("attention", "auto"), threads=kernel_threads)
         return lower_program(program, dense, conv, attention, threads=kernel_threads)
 
+    dense_tiles = tuple((site.group, space.tiles(tuned[site.name]))
+                        for site, space in (dense_kernels(program) if tuned else ()) if site.name in tuned)
     lowered = lower(threads)
     if options.num_threads is not None or threads <= 1:
         return lowered, ThreadPlan(threads, None, f"{threads} thread(s), as asked")
@@ -264,6 +272,20 @@ def tuned_configs(
             warnings.warn(f"kiln: ignoring the tuned config of {site.name}: {err}", RuntimeWarning, stacklevel=2)
             continue
         if config != default:
+            out[site.name] = config
+    from backends.tvm.dense_knobs import dense_kernels
+
+    for site, space in dense_kernels(program):  # the packed linears' register tiles
+        config = options.kernel_configs.config_for(kernel_key_of(site, program, target), target)
+        if config is None:
+            continue
+        hits += 1
+        try:
+            config = space.canonical(config)
+        except KnobError as err:
+            warnings.warn(f"kiln: ignoring the tuned config of {site.name}: {err}", RuntimeWarning, stacklevel=2)
+            continue
+        if config != space.default:
             out[site.name] = config
     return out, hits
 

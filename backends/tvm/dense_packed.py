@@ -62,6 +62,8 @@ class DenseOptions:
     max_weight_bytes: int = 256 << 20  # auto: packed weight at most this big
     threads: int = 2  # TVM's pool: the kernel's parallel loop
     library_threads: int = 2  # torch's pool: the GEMM the kernel is judged against
+    # Tuned tiles by fusion group, (group, tiles) pairs (`dense_knobs.py`; `kiln tune`).
+    tuned: tuple[tuple[int, DenseTiles], ...] = ()
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -345,8 +347,11 @@ def _site(
     if not use_packed(m, k, n, options, lanes, cpu):
         return None, f"library: {m}x{k}->{n} outside the rule (policy {options.policy})"
     tiles = choose_tiles(tiled_length(tuple(xs[:-1])), n, lanes)
-    site = PackedLinear(tuple(xs[:-1]), k, n, tiles, op.operands[1].owner.opt("name"), transposed)
-    return site, f"packed: {m}x{k}->{n}, nb={tiles.nb} mt={tiles.mt}"
+    group = op.attributes.get("group")
+    tuned = dict(options.tuned).get(group.value.data) if group is not None else None
+    site = PackedLinear(tuple(xs[:-1]), k, n, tuned or tiles, op.operands[1].owner.opt("name"), transposed)
+    tiles = site.tiles
+    return site, f"packed: {m}x{k}->{n}, nb={tiles.nb} mt={tiles.mt}" + (f" ku={tiles.ku} (tuned)" if tuned else "")
 
 
 def _stacked_site(

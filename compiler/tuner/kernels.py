@@ -45,6 +45,7 @@ def collect_tasks(
 ) -> list[KernelTask]:
     """The model's distinct TIR kernels, largest share of modeled time first."""
     from backends import get_backend
+    from backends.tvm.dense_knobs import dense_kernels
     from backends.tvm.knob_space import knob_space_of
     from backends.tvm.knobs import extract_site, kernel_versions, tir_kernels
     from compiler.capture import convert_nodes, from_model, plan_partitions
@@ -80,5 +81,17 @@ def collect_tasks(
                 roofline_s=features["roofline_us"] * 1e-6,
                 workload=workload,
                 knob_space=knob_space_of(sub, target),
+            )
+        for site, space in dense_kernels(program):  # packed linears: their register tiles
+            sub = extract_site(site, program)
+            key = kernel_key(sub, target, kernel_versions())
+            if key in tasks:
+                tasks[key].count += 1
+                continue
+            features = kernel_features(list(site.ops), hw)
+            tasks[key] = KernelTask(
+                key=key, label=f"{workload}/{site.name}", ops=site.ops[0].name.removeprefix("kiln."),
+                program=sub, features=features, count=1, roofline_s=features["roofline_us"] * 1e-6,
+                workload=workload, knob_space=lambda _threads, space=space: space,
             )
     return sorted(tasks.values(), key=lambda t: -t.share_s)

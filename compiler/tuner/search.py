@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from backends.tvm.knob_space import KernelKnobs
-from backends.tvm.knobs import config_id, default_config
+from backends.tvm.knobs import config_id
 from compiler.tuner.kernels import KernelTask
 from compiler.tuner.measure import MeasureJob, MeasureResult, MeasureWorker
 
@@ -66,6 +66,7 @@ class KernelResult:
     trials: list[TrialRecord] = field(default_factory=list)
     note: str = ""
     seconds: float = 0.0
+    default_config: dict[str, int] = field(default_factory=dict)  # what an untuned build uses
 
     @property
     def measured(self) -> int:
@@ -108,8 +109,8 @@ def search_kernel(
     deadline = deadline or Deadline(None)
     space = kernel_space(task, options.threads)
     values = space.values
-    default = default_config(options.threads)
-    result = KernelResult(task, None, default, None)
+    default = space.default  # the kernel's own (a packed linear's tile is the rule's)
+    result = KernelResult(task, None, default, None, default_config=default)
     seen: dict[str, TrialRecord] = {}  # by configuration
     seen_code: dict[str, TrialRecord] = {}  # by the code it compiles to
 

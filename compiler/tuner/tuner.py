@@ -21,7 +21,6 @@ from typing import Any, Self
 
 import torch
 
-from backends.tvm.knobs import default_config
 from compiler.tuner.dataset import TrainingSet
 from compiler.tuner.kernels import KernelTask, collect_tasks
 from compiler.tuner.measure import MeasureResult, MeasureWorker
@@ -100,7 +99,6 @@ def tune_model(
     if options.max_kernels is not None:
         tasks = tasks[: options.max_kernels]
     ranker, ranker_name = _load_ranker(work_dir, options)
-    default = default_config(options.search.threads)
     dataset = training_set(work_dir)
     deadline = Deadline(options.time_budget_s)
     rows: list[dict[str, Any]] = []
@@ -134,25 +132,25 @@ def tune_model(
             result = search_kernel(task, measure, options.search, ranker, deadline, progress.on_trial)
             if result.best_s is not None:
                 pending[task.key] = (result, _record(result, target, ranker_name, options.target))
-                status = "defaults best" if result.best_config == default else "tuned"
+                status = "defaults best" if result.best_config == result.default_config else "tuned"
                 rows.append(_row(task, result, status, result.best_config, result.best_s))
             else:
                 rows.append(_row(task, result, f"failed: {result.note}"))
             progress.kernel_done(task, result)
         starts = worker.starts
-    check = _check_and_store(model, inputs, client, pending, rows, default, options)
+    check = _check_and_store(model, inputs, client, pending, rows, options)
     return TuneReport(
         name, target, rows, time.monotonic() - start, counts["measurements"], counts["failed"],
         starts, ranker_name, deadline.expired(), check,
     )
 
 
-def _check_and_store(model, inputs, client, pending, rows, default, options: TuneOptions) -> dict[str, Any]:
+def _check_and_store(model, inputs, client, pending, rows, options: TuneOptions) -> dict[str, Any]:
     """Store this run's winners, or their defaults when the model is not faster with them."""
     from compiler.service.client import Record
     from compiler.tuner.model_check import check_model
 
-    changed = {k for k, (result, _) in pending.items() if result.best_config != default}
+    changed = {k for k, (result, _) in pending.items() if result.best_config != result.default_config}
     check: dict[str, Any] = {}
     if options.model_check and changed:
         try:
@@ -168,10 +166,10 @@ def _check_and_store(model, inputs, client, pending, rows, default, options: Tun
                 for key in changed:
                     result, record = pending[key]
                     meta = {**record.meta, "note": note, "rejected_config": record.config}
-                    pending[key] = (result, Record(record.target, dict(default), result.baseline_s, meta))
+                    pending[key] = (result, Record(record.target, dict(result.default_config), result.baseline_s, meta))
                 for row in rows:
                     if row["key"] in changed:
-                        row.update(status="rejected by model check", config=dict(default),
+                        row.update(status="rejected by model check", config=dict(pending[row["key"]][0].default_config),
                                    latency_s=row["baseline_s"], note=note)
     for key, (_, record) in pending.items():
         client.put(key, record)

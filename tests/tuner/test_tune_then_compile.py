@@ -83,7 +83,8 @@ def test_winners_that_slow_the_model_down_are_not_stored(tmp_path, monkeypatch):
     [task] = collect_tasks(model, inputs, "two", _target())
     other = next(c for c in all_configs(2) if c != default_config(2) and c["num_threads"] == 2)
     monkeypatch.setattr(tuner_module, "search_kernel", lambda task, *a, **k: search_module.KernelResult(
-        task, 2e-5, other, 1e-5, [search_module.TrialRecord(other, 1e-5, None, "search")]))
+        task, 2e-5, other, 1e-5, [search_module.TrialRecord(other, 1e-5, None, "search")],
+        default_config=default_config(2)))
     monkeypatch.setattr(model_check, "time_pair", lambda a, b, rounds: (1e-3, 2e-3))  # tuned: slower
     with CacheClient(None, local_path=tmp_path / "cache.sqlite") as client:
         options = TuneOptions(work_dir=tmp_path / "work", progress=False)
