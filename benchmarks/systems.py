@@ -263,11 +263,19 @@ class KilnLibraryLinearSystem(KilnSystem):
     EXTRA: ClassVar[dict[str, str]] = {"dense": "library"}
 
 
+class KilnSerialSystem(KilnSystem):
+    """Kiln with every program's TIR serial beside torch's pool (`extra={"threads": "serial"}`),
+    as before the per-program thread plan (`backends/tvm/thread_policy.py`): what it buys."""
+
+    name = "kiln-serial"
+    EXTRA: ClassVar[dict[str, str]] = {"threads": "serial"}
+
+
 SYSTEMS: dict[str, type[System]] = {
     cls.name: cls
     for cls in (
         EagerSystem, InductorSystem, OnnxRuntimeSystem, KilnSystem, KilnNoFusionSystem, KilnTVMFusionSystem,
-        KilnLibraryLinearSystem,
+        KilnLibraryLinearSystem, KilnSerialSystem,
     )
 }
 

@@ -221,7 +221,7 @@ def _lower_for_threads(program: Program, options: BuildOptions, threads: int, po
     from backends.tvm.dense_knobs import dense_kernels
     from backends.tvm.dense_packed import DenseOptions
     from backends.tvm.lower import lower_program
-    from backends.tvm.thread_policy import ThreadPlan, plan_threads, work_split
+    from backends.tvm.thread_policy import ThreadPlan, check_policy, plan_threads, work_split
 
     def lower(kernel_threads: int):
         dense = DenseOptions(policy=options.extra.get("dense", "auto"), threads=kernel_threads,
@@ -232,11 +232,12 @@ def _lower_for_threads(program: Program, options: BuildOptions, threads: int, po
 
     dense_tiles = tuple((site.group, space.tiles(tuned[site.name]))
                         for site, space in (dense_kernels(program) if tuned else ()) if site.name in tuned)
+    policy = check_policy(options.extra.get("threads", "auto"))
     lowered = lower(threads)
     if options.num_threads is not None or threads <= 1:
         return lowered, ThreadPlan(threads, None, f"{threads} thread(s), as asked")
     total = sum(op.flops() for op in program.kiln_ops())
-    plan = plan_threads(work_split(lowered.module, total), threads)
+    plan = plan_threads(work_split(lowered.module, total), threads, policy=policy)
     if plan.kernel_threads != threads:
         lowered = lower(plan.kernel_threads)
     return lowered, plan

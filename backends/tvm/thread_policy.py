@@ -20,8 +20,9 @@ So each program picks one owner:
 
 The split is read from the lowered Relax module: the FLOPs of every `kiln.*` packed call
 (linear, matmul, conv2d, attention, embedding, reference ops) against the program's total.
-The threshold is `MAX_LIBRARY_SHARE`; an explicit `num_threads` from the caller (the
-tuner's worker, a user who chose) bypasses the rule.
+The threshold is `MAX_LIBRARY_SHARE`; `extra={"threads": "parallel"|"serial"}` forces a
+plan, and an explicit `num_threads` from the caller (the tuner's worker, a user who chose)
+bypasses the rule.
 """
 
 from __future__ import annotations
@@ -70,12 +71,27 @@ class ThreadPlan:
         return f"{self.kernel_threads}:{self.torch_threads_in_call}"
 
 
-def plan_threads(split: WorkSplit, threads: int, max_share: float = MAX_LIBRARY_SHARE) -> ThreadPlan:
+POLICIES = ("auto", "parallel", "serial")
+
+
+def check_policy(policy: str) -> str:
+    if policy not in POLICIES:
+        raise ValueError(f"threads: unknown policy {policy!r}; use one of {', '.join(POLICIES)}")
+    return policy
+
+
+def plan_threads(split: WorkSplit, threads: int, max_share: float = MAX_LIBRARY_SHARE,
+                 policy: str = "auto") -> ThreadPlan:
     """The rule: parallel TIR with torch held at one thread while the library's share of
-    the work is at most `max_share`, else serial TIR beside torch's pool."""
+    the work is at most `max_share`, else serial TIR beside torch's pool. `policy`
+    (`extra={"threads": ...}`) forces either plan: `serial` is the default before this rule."""
     share = split.library_share
     if threads <= 1:
         return ThreadPlan(1, None, "one core")
+    if check_policy(policy) == "parallel":
+        return ThreadPlan(threads, 1, f"parallel TIR (asked; library calls are {share:.0%} of the work)")
+    if policy == "serial":
+        return ThreadPlan(1, None, f"serial TIR (asked; library calls are {share:.0%} of the work)")
     if share <= max_share:
         return ThreadPlan(threads, 1, f"parallel TIR: library calls are {share:.0%} of the work "
                                       f"(<= {max_share:.0%}); torch runs on one thread inside the call")

@@ -76,3 +76,12 @@ def test_an_explicit_thread_count_bypasses_the_rule(tmp_path: Path):
     compiled = _compile(Gram().eval(), torch.randn(4, 96, 96), tmp_path, num_threads=2)
     assert compiled.report["pool_threads"]["tvm"] == 2
     assert "as asked" in compiled.report["thread_plan"]
+
+
+def test_a_policy_forces_the_plan_and_a_bad_one_is_named(tmp_path: Path):
+    compiled = _compile(Mlp().eval(), torch.randn(64, 256), tmp_path, extra={"threads": "serial"})
+    assert compiled.report["pool_threads"]["tvm"] == 1
+    assert compiled.report["thread_plan"].startswith("serial TIR (asked")
+    assert PARALLEL_LAUNCH not in (tmp_path / "kernel.so").read_bytes()
+    with pytest.raises(ValueError, match="threads: unknown policy 'fast'"):
+        compile_model(Mlp().eval(), (torch.randn(4, 256),), target="tvm", use_cache=False, extra={"threads": "fast"})
