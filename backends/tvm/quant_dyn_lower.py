@@ -9,8 +9,9 @@ The quantization pass writes an `int8_dyn` layer as (see `passes/quant_apply.mat
 
 which the interpreter runs as the exact emulation. Here the four ops become one call of
 the `int8_dyn` kernel (`quant_vnni.py`) on `x`: the kernel quantizes the rows itself, with
-the same rounding, and sums in int32. The weight is bound twice at load time as derived
-parameters (the VNNI-packed codes and the compensation) and the scales as they are.
+the same rounding, and sums in int32. The weight is bound at load time as derived
+parameters (the codes in the kernel's layout and the compensation) and the scales as they
+are; the codes parameter itself is not bound (`QuantLowering.replaced`).
 
 A layer that does not have exactly this shape (the activation pair shared or inside a
 multi-op fusion group, a batched weight, a conv2d) keeps the ordinary paths: the fused
@@ -98,8 +99,8 @@ def settle(sites: list[Any]) -> None:
                 site.reason = "int8_dyn: the activation's quantize is also read elsewhere; weight-only kernel"
 
 
-def _pack(name: str, n: int, k: int, nv: int, params: dict) -> torch.Tensor:
-    return qv.pack_vnni(params[name], n, k, nv)
+def _pack(name: str, n: int, k: int, nv: int, vnni: bool, params: dict) -> torch.Tensor:
+    return qv.pack(params[name], n, k, nv, vnni)
 
 
 def _comp(name: str, n: int, k: int, nv: int, params: dict) -> torch.Tensor:
@@ -121,19 +122,21 @@ def emit_dynamic(bb: relax.BlockBuilder, site: Any, op: KilnOp, env: dict[SSAVal
     _, nv = qv.tiles(m, n)
     codes_name = str(site.dequant.codes.owner.opt("name"))
     nvec = qv.padded_vectors(n, nv)
+    vnni = site.path == qv.VNNI_PATH
     key = (codes_name, nv)
     cache = site.__dict__.setdefault("_derived", {})
     if key not in cache:
+        wshape = [nvec, math.ceil(k / 4), 64] if vnni else [nvec, math.ceil(k / 4) * 4, 16]
         cache[key] = (
-            derived.add(f"{codes_name}.vnni{nv}", functools.partial(_pack, codes_name, n, k, nv),
-                        [nvec, math.ceil(k / 4), 64], "int8"),
+            derived.add(f"{codes_name}.{'vnni' if vnni else 'rows'}{nv}",
+                        functools.partial(_pack, codes_name, n, k, nv, vnni), wshape, "int8"),
             derived.add(f"{codes_name}.comp{nv}", functools.partial(_comp, codes_name, n, k, nv),
                         [nvec * 16], "int32"),
         )
     packed, comp = cache[key]
     b = env[bias] if bias is not None else derived.add(f"{codes_name}.zero_bias", functools.partial(_zeros, n),
                                                       [n], "float32")
-    func = qv.int8_dyn_func(m, k, n, bias is not None, site.path == qv.VNNI_PATH, threads)
+    func = qv.int8_dyn_func(m, k, n, bias is not None, vnni, threads)
     dims = "x".join(map(str, (m, k, n)))
     gv = bb.add_func(func, f"kiln_qmm_int8_dyn_{dims}" + ("_bias" if bias is not None else ""))
     x = bb.emit(R.reshape(env[quant.input], [m, k]))

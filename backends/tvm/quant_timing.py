@@ -37,7 +37,7 @@ def _args(fmt: str, m: int, k: int, n: int) -> tuple[list[torch.Tensor], str]:
     if fmt in qv_formats():
         vnni = qv.has_vnni()
         _, nv = qv.tiles(m, n)
-        args = [x, qv.pack_vnni(codes, n, k, nv), qv.compensation(codes, n, k, nv), q.scales.float(),
+        args = [x, qv.pack(codes, n, k, nv, vnni), qv.compensation(codes, n, k, nv), q.scales.float(),
                 torch.zeros(n), out]
         return args, qv.VNNI_PATH if vnni else qv.PLAIN_PATH
     scales = [] if q.scales is None else [q.scales.view(torch.int8) if q.scales.dtype == torch.uint8 else q.scales]

@@ -19,8 +19,11 @@ Padding (k >= K, n >= N) is zero. The kernel quantizes X into a u8 buffer `Aq [M
 (padding k and rows hold 128, i.e. zero), then runs an `mt x (16*nv)` register tile: per
 k4 it broadcasts `mt` 32-bit groups of activations, loads `nv` weight vectors and issues
 `mt * nv` `vpdpbusd` (LLVM 22's signature: `<16 x i32>, <64 x i8>, <64 x i8>`). On a host without VNNI (read from the target's features) the same
-kernel does the int32 multiply-adds as plain vector code (path `int8-dyn-tir (no VNNI)`):
-correct, not fast.
+kernel runs the same quantized rows as float32 FMAs over a `[NV, KP, 16]` weight
+(`pack_rows`; path `int8-dyn-tir (no VNNI)`): products of int8 codes are exact in float32
+and so are the sums while below 2^24, so it matches the int32 path to rounding. (Plain
+int32 vector code was tried there first: 16 GFLOP/s, 4-6x slower than fp32, because the
+4-bytes-per-lane layout needs shuffles without `vpdpbusd`.)
 """
 
 from __future__ import annotations
@@ -56,9 +59,13 @@ def _host_has_vnni() -> bool:
 
 
 def tiles(m: int, n: int) -> tuple[int, int]:
-    """(mt rows, nv vectors of 16 columns) of the register tile: mt * nv accumulators."""
+    """(mt rows, nv vectors of 16 columns) of the register tile: mt * nv accumulators of 16
+    lanes, 16 zmm with AVX-512; on narrower vectors (AVX2: a 16-lane vector is two ymm, and
+    there are 16 ymm) one vector of columns, so the tile does not spill."""
+    from backends.tvm.target import host_lanes
+
     mt = min(m, 4)
-    nv = min(4, math.ceil(n / 16))
+    nv = min(4 if host_lanes() >= 16 else 1, math.ceil(n / 16))
     return mt, nv
 
 
@@ -73,6 +80,20 @@ def pack_vnni(codes: torch.Tensor, n: int, k: int, nv: int) -> torch.Tensor:
     full = torch.zeros(nvec * 16, k4 * 4, dtype=torch.int8)
     full[:n, :k] = w
     return full.reshape(nvec, 16, k4, 4).permute(0, 2, 1, 3).reshape(nvec, k4, 64).contiguous()
+
+
+def pack_rows(codes: torch.Tensor, n: int, k: int, nv: int) -> torch.Tensor:
+    """int8 `Wp [NV, KP, 16]` for the path without VNNI: 16 output channels per k, contiguous."""
+    w = codes.reshape(-1)[: n * k].view(torch.int8).reshape(n, k)
+    nvec, kp = padded_vectors(n, nv), math.ceil(k / 4) * 4
+    full = torch.zeros(nvec * 16, kp, dtype=torch.int8)
+    full[:n, :k] = w
+    return full.reshape(nvec, 16, kp).permute(0, 2, 1).contiguous()
+
+
+def pack(codes: torch.Tensor, n: int, k: int, nv: int, vnni: bool) -> torch.Tensor:
+    """The weight in the layout `int8_dyn_func(..., vnni)` reads."""
+    return pack_vnni(codes, n, k, nv) if vnni else pack_rows(codes, n, k, nv)
 
 
 def compensation(codes: torch.Tensor, n: int, k: int, nv: int) -> torch.Tensor:
@@ -92,13 +113,15 @@ def int8_dyn_func(m: int, k: int, n: int, bias: bool, vnni: bool, threads: int) 
     nvec, k4 = padded_vectors(n, nv), math.ceil(k / 4)
     kp, mtiles, nblocks = k4 * 4, math.ceil(m / mt), nvec // nv
     kv = k // 16  # whole 16-float vectors of a row
+    wshape = (nvec, k4, 64) if vnni else (nvec, kp, 16)  # `pack`
+    acc_dtype = "int32" if vnni else "float32"
     mp = mtiles * mt
     parallel = threads > 1 and m * n * k >= MIN_PARALLEL_MACS
 
     @T.prim_func(private=True)
     def func(
         X: T.Buffer((m, k), "float32"),
-        Wp: T.Buffer((nvec, k4, 64), "int8"),
+        Wp: T.Buffer(wshape, "int8"),
         comp: T.Buffer((nvec * 16,), "int32"),
         sw: T.Buffer((n, 1), "float32"),
         B: T.Buffer((n,), "float32"),
@@ -136,38 +159,40 @@ def int8_dyn_func(m: int, k: int, n: int, bias: bool, vnni: bool, threads: int) 
                 for c in range(kp):
                     Aq[r, c] = T.uint8(128)
         for t in T.parallel(mtiles * nblocks) if parallel else T.serial(mtiles * nblocks):
-            acc = T.alloc_buffer((mt, nv * 16), "int32", scope="local")
+            acc = T.alloc_buffer((mt, nv * 16), acc_dtype, scope="local")
             m0 = (t // nblocks) * mt
             v0 = (t % nblocks) * nv
             for i in T.unroll(mt):
                 for j in T.unroll(nv):
-                    acc[i, T.ramp(j * 16, 1, 16)] = T.broadcast(T.int32(0), 16)
-            for kk in range(k4):
-                for i in T.unroll(mt):
-                    if vnni:
+                    acc[i, T.ramp(j * 16, 1, 16)] = T.broadcast(T.int32(0), 16) if vnni else T.broadcast(T.float32(0), 16)
+            if vnni:
+                for kk in range(k4):
+                    for i in T.unroll(mt):
                         a = T.reinterpret("int8x64", T.broadcast(T.reinterpret("int32", Aq.vload([m0 + i, kk * 4], "uint8x4")), 16))
                         for j in T.unroll(nv):
                             acc[i, T.ramp(j * 16, 1, 16)] = T.call_llvm_pure_intrin(
                                 T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
                                 acc[i, T.ramp(j * 16, 1, 16)], a,
                                 Wp.vload([v0 + j, kk, 0], "int8x64"), dtype="int32x16")
-                    else:
+            else:  # products of codes are exact in float32, and so are sums below 2^24
+                for kk in range(kp):
+                    for i in T.unroll(mt):
+                        af = T.Cast("float32", T.Cast("int32", Aq[m0 + i, kk]) - 128)
                         for j in T.unroll(nv):
                             for l in T.vectorized(16):
-                                for b in T.unroll(4):
-                                    acc[i, j * 16 + l] = acc[i, j * 16 + l] + T.Cast("int32", Aq[m0 + i, kk * 4 + b]) * T.Cast("int32", Wp[v0 + j, kk, l * 4 + b])
+                                acc[i, j * 16 + l] = acc[i, j * 16 + l] + af * T.Cast("float32", Wp[v0 + j, kk, l])
             for i in T.unroll(mt):
                 if m0 + i < m:
                     for j in T.unroll(nv):
                         if (v0 + j) * 16 + 16 <= n:  # a whole vector of columns
                             for l in T.vectorized(16):  # no `let` here: TVM 0.27 vectorizes it wrong
                                 Y[m0 + i, (v0 + j) * 16 + l] = (
-                                    T.Cast("float32", acc[i, j * 16 + l] - comp[(v0 + j) * 16 + l]) * sa[m0 + i]
+                                    (T.Cast("float32", acc[i, j * 16 + l] - comp[(v0 + j) * 16 + l]) if vnni else acc[i, j * 16 + l]) * sa[m0 + i]
                                     * sw[(v0 + j) * 16 + l, 0] + (B[(v0 + j) * 16 + l] if bias else T.float32(0)))
                         else:  # the last columns (TVM 0.27 drops an `if` inside a vectorized loop)
                             for l in T.serial(16):
                                 if (v0 + j) * 16 + l < n:
-                                    y = T.Cast("float32", acc[i, j * 16 + l] - comp[(v0 + j) * 16 + l]) * sa[m0 + i] * sw[(v0 + j) * 16 + l, 0]
+                                    y = (T.Cast("float32", acc[i, j * 16 + l] - comp[(v0 + j) * 16 + l]) if vnni else acc[i, j * 16 + l]) * sa[m0 + i] * sw[(v0 + j) * 16 + l, 0]
                                     Y[m0 + i, (v0 + j) * 16 + l] = y + B[(v0 + j) * 16 + l] if bias else y
 
     rule = VNNI_PATH if vnni else PLAIN_PATH
