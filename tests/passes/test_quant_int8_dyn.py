@@ -132,3 +132,28 @@ def test_real_kernels_are_measured_once(tmp_path):
     assert table.measured == 6 and d.summary["latency_modeled_entries"] == 2
     assert all(t > 0 for row in d.problem.latency for t in row)
     assert LatencyTable(folder=tmp_path).entries == table.entries
+
+
+@pytest.mark.slow
+def test_compile_pipeline_with_measured_latency_and_a_budget(tmp_path, monkeypatch):
+    """Through the compile driver's quantize step: measured kernels, a latency budget at
+    the fastest assignment, and the summary saying where the latency came from."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "backends" / "tvm"))
+    import test_quantized as tq
+
+    from compiler.calibration import run_pipeline_quantized
+    from ir.program import Program
+
+    monkeypatch.setenv("KILN_QUANT_LATENCY_DIR", str(tmp_path))
+    fp32, inputs = tq.captured("mlp")
+    program = Program(fp32.module.clone(), dict(fp32.params))
+    probe = Program(fp32.module.clone(), dict(fp32.params))
+    layers, _ = find_layers(probe.forward)
+    fastest = decide(layers, ["int8", "int8_dyn"], 10**9, "weight-only", "greedy", 10.0, latency_source="measured")
+    budget = sum(min(t) for t in fastest.problem.latency) * 1e6 * 1.05
+    run_pipeline_quantized(program, f"quantize{{formats=int8,int8_dyn latency=measured avg-bits=9 "
+                                    f"latency-budget-us={budget}}}", inputs,
+                           options=QuantizeOptions(compare=False, sensitivity="proxy"))
+    summary = {k: from_attr(v) for k, v in program.module.attributes["kiln.quantization"].data.items()}
+    assert summary["latency_source"] == "measured" and summary["latency_kernels_measured"] == 0  # all cached
+    assert summary["latency_us"] <= budget
