@@ -130,7 +130,7 @@ def int8_dyn_func(m: int, k: int, n: int, bias: bool, vnni: bool, threads: int) 
         T.func_attr({"tirx.noalias": True})
         Aq = T.alloc_buffer((mp, kp), "uint8")
         sa = T.alloc_buffer((mp,), "float32")
-        for r in range(mp):  # quantize the rows: absmax (16 lanes, then across), then codes
+        for r in T.parallel(mp) if parallel else T.serial(mp):  # quantize rows: absmax (16 lanes, then across), codes
             if r < m:
                 amax = T.alloc_buffer((16,), "float32", scope="local")
                 for l in T.vectorized(16):
