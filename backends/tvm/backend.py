@@ -236,8 +236,9 @@ def _lower_for_threads(program: Program, options: BuildOptions, threads: int, po
     lowered = lower(threads)
     if options.num_threads is not None or threads <= 1:
         return lowered, ThreadPlan(threads, None, f"{threads} thread(s), as asked")
-    total = sum(op.flops() for op in program.kiln_ops())
-    plan = plan_threads(work_split(lowered.module, total), threads, policy=policy)
+    compute = [op for op in program.kiln_ops() if op.name not in ("kiln.param", "kiln.constant")]
+    total = sum(op.flops() for op in compute)
+    plan = plan_threads(work_split(lowered.module, total, len(compute)), threads, policy=policy)
     if plan.kernel_threads != threads:
         lowered = lower(plan.kernel_threads)
     return lowered, plan

@@ -16,10 +16,12 @@ So each program picks one owner:
   library call inside the program runs on the calling thread and never wakes torch's
   worker. This wins when the library's share of the work is small.
 - **serial TIR**: kernels are built serial (TVM's pool is never woken) and torch keeps its
-  threads for the library calls: the old default, right for library-heavy programs.
+  threads for the library calls: the old default, right for library-heavy programs and
+  for programs of many small kernels, where a fork/join costs more than half a kernel.
 
 The split is read from the lowered Relax module: the FLOPs of every `kiln.*` packed call
-(linear, matmul, conv2d, attention, embedding, reference ops) against the program's total.
+(linear, matmul, conv2d, attention, embedding, reference ops) against the program's total,
+and the average FLOPs per op (`MIN_FLOPS_PER_OP`).
 The threshold is `MAX_LIBRARY_SHARE`; `extra={"threads": "parallel"|"serial"}` forces a
 plan, and an explicit `num_threads` from the caller (the tuner's worker, a user who chose)
 bypasses the rule.
@@ -34,8 +36,15 @@ from tvm import relax
 
 # Above this share of the program's FLOPs in library calls, torch keeps the cores. Where the
 # share is below, parallel TIR gains ~(1 - 1/1.9) of the TIR time and the library calls lose
-# at most ~0.9x their time on one thread: break-even near a third; measured in NOTES.md.
+# at most ~0.9x their time on one thread: break-even near a third (reasoned, not measured:
+# no model of the zoo or the suite has library calls left but the MoE experts in eager).
 MAX_LIBRARY_SHARE = 0.35
+# Below this many FLOPs per compute op on average, a program's kernels are too small for a
+# second core to pay its fork/join: serial TIR. Measured on the zoo and 16 suite models
+# (quiet Zen 4, 2026-12-04, parallel over serial latency): 0.52-9.6 MFLOP per op won
+# (wav2vec2 0.78x, mlp 0.65x, cnn 0.74x, encoder 0.59x), 0.006-0.10 lost or tied (gpt2
+# 1.15x, bert 1.59x, t5 1.39x, llama 1.25x, gemma 0.96x, swin 0.94x).
+MIN_FLOPS_PER_OP = 250_000
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,11 @@ class WorkSplit:
     library_flops: int
     total_flops: int
     library_calls: int
+    ops: int = 0  # compute ops of the program (parameters and constants left out)
+
+    @property
+    def flops_per_op(self) -> float:
+        return self.total_flops / max(self.ops, 1)
 
     @property
     def library_share(self) -> float:
@@ -92,6 +106,9 @@ def plan_threads(split: WorkSplit, threads: int, max_share: float = MAX_LIBRARY_
         return ThreadPlan(threads, 1, f"parallel TIR (asked; library calls are {share:.0%} of the work)")
     if policy == "serial":
         return ThreadPlan(1, None, f"serial TIR (asked; library calls are {share:.0%} of the work)")
+    if split.ops and split.flops_per_op < MIN_FLOPS_PER_OP:
+        return ThreadPlan(1, None, f"serial TIR: {split.flops_per_op / 1e3:.0f} kFLOP per op on average, "
+                                   f"too little for a second core (< {MIN_FLOPS_PER_OP // 1000} k)")
     if share <= max_share:
         return ThreadPlan(threads, 1, f"parallel TIR: library calls are {share:.0%} of the work "
                                       f"(<= {max_share:.0%}); torch runs on one thread inside the call")
@@ -99,8 +116,9 @@ def plan_threads(split: WorkSplit, threads: int, max_share: float = MAX_LIBRARY_
                                f"(> {max_share:.0%}); torch keeps the cores")
 
 
-def work_split(module, total_flops: int) -> WorkSplit:
-    """The library calls of `module["main"]` (a lowered Relax module) and their FLOPs."""
+def work_split(module, total_flops: int, ops: int = 0) -> WorkSplit:
+    """The library calls of `module["main"]` (a lowered Relax module) and their FLOPs,
+    against the program's `total_flops` over `ops` compute ops."""
     flops = calls = 0
     for block in module["main"].body.blocks:
         for binding in block.bindings:
@@ -109,7 +127,7 @@ def work_split(module, total_flops: int) -> WorkSplit:
                 continue
             calls += 1
             flops += _call_flops(str(call.args[0].global_symbol), list(call.args[1].fields), binding.var.ty)
-    return WorkSplit(flops, max(total_flops, flops), calls)
+    return WorkSplit(flops, max(total_flops, flops), calls, ops)
 
 
 def _shape(expr) -> list[int]:

@@ -10,7 +10,7 @@ from torch import nn
 
 pytest.importorskip("tvm")
 
-from backends.tvm.thread_policy import MAX_LIBRARY_SHARE, WorkSplit, plan_threads  # noqa: E402
+from backends.tvm.thread_policy import MAX_LIBRARY_SHARE, MIN_FLOPS_PER_OP, WorkSplit, plan_threads  # noqa: E402
 from compiler import compile_model  # noqa: E402
 
 # A parallel TIR kernel calls TVM's pool through this runtime symbol; a serial one never does.
@@ -45,6 +45,16 @@ def test_rule_gives_the_cores_to_the_pool_doing_the_work():
     assert plan_threads(edge, threads=2).kernel_threads == 2
     assert plan_threads(WorkSplit(0, 0, 0), threads=1).kernel_threads == 1
     assert "serial TIR" in heavy.reason and "90%" in heavy.reason
+    # many small kernels: a fork/join costs more than the second core saves
+    small = plan_threads(WorkSplit(0, 100 * (MIN_FLOPS_PER_OP - 1), 0, ops=100), threads=2)
+    assert small.kernel_threads == 1 and "per op" in small.reason
+    assert plan_threads(WorkSplit(0, 100 * MIN_FLOPS_PER_OP, 0, ops=100), threads=2).kernel_threads == 2
+
+
+def test_a_model_of_small_kernels_stays_serial(tmp_path: Path):
+    torch.manual_seed(0)
+    compiled = _compile(Mlp().eval(), torch.randn(1, 256), tmp_path)  # one row: ~0.1 MFLOP per op
+    assert compiled.report["thread_plan"].startswith("serial TIR") and "per op" in compiled.report["thread_plan"]
 
 
 def _compile(model: nn.Module, x: torch.Tensor, out: Path, **options):
