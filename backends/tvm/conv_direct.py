@@ -172,7 +172,7 @@ def conv_direct_func(
     parallel = threads > 1 and s.macs >= MIN_PARALLEL_MACS
     if s.depthwise:
         return _depthwise(s, x, tail, lanes, parallel)
-    if pointwise_rows(s, lanes):
+    if pointwise_rows(s, lanes) or row_vectors(s, lanes):
         return _pointwise(s, x, tail, lanes, parallel)
     return _general(s, x, tail, lanes, parallel)
 
@@ -208,37 +208,59 @@ def pointwise_rows(s: ConvShape, lanes: int) -> bool:
     return plain and (s.w % lanes == 0 or (lanes % s.w == 0 and s.h % (lanes // s.w) == 0))
 
 
+def row_vectors(s: ConvShape, lanes: int) -> bool:
+    """Whether the pixel-vector kernel takes a stride-1, ungrouped convolution with taps
+    (3x3, padded): a vector of `lanes` output pixels lies in one output row, so its inputs
+    are one contiguous (unaligned) load per tap. The general kernel's pixels x channels tile
+    writes back one scalar per output: on a 3-channel stem (27 multiply-adds per output)
+    that write-back was most of its time (221 us serial for 1.8M multiply-adds, 2x3x32x32 ->
+    32 channels, Zen 4)."""
+    return (s.groups == 1 and s.stride == (1, 1) and (s.kh, s.kw) != (1, 1)
+            and s.out_hw[1] % lanes == 0)
+
+
 def _pointwise(
     s: ConvShape, x: te.Tensor, tail: Tail, lanes: int, parallel: bool
 ) -> tirx.PrimFunc:
-    """1x1 convolution as `cb` output channels times one vector of pixels per tile: NCHW keeps
-    a channel's pixels contiguous, so each input channel is one vector load, each weight a
-    broadcast, and the tile is written back as `cb` contiguous vector stores (the general
-    kernel's pixel-rows tile writes back scalars, which bound it when Ci is small).
-    The weight is the general kernel's packed layout, `[Co/cb, Ci, 1, 1, cb]`."""
+    """Output channels times one vector of pixels per tile: NCHW keeps a channel's pixels
+    contiguous, so each input channel (and tap) is one vector load, each weight a broadcast,
+    and the tile is written back as contiguous vector stores (the general kernel's
+    pixel-rows tile writes back scalars, which bound it when Ci * kh * kw is small).
+    1x1 convolutions (`pointwise_rows`: a vector may span whole rows) and stride-1 ones
+    with taps (`row_vectors`: a vector within a row, inputs from the padded plane).
+    The weight is the general kernel's packed layout, `[Co/cb, Ci, kh, kw, cb]`; a tile
+    holds at most one vector's worth of channels (`tile`), so its accumulators fit."""
     cb = channel_block(s.co, lanes)
-    pixels = s.h * s.w
-    wp = te.placeholder((s.co // cb, s.ci, 1, 1, cb), "float32", name="w_packed")
-    rc = te.reduce_axis((0, s.ci), "ci")
+    tile = min(cb, lanes)
+    oh, ow = s.out_hw
+    pixels = oh * ow
+    dh, dw = s.dilation
+    xp = _padded(x, s)
+    wp = te.placeholder((s.co // cb, s.ci, s.kh, s.kw, cb), "float32", name="w_packed")
+    rc, rh, rw = te.reduce_axis((0, s.ci), "ci"), te.reduce_axis((0, s.kh), "kh"), te.reduce_axis((0, s.kw), "kw")
     acc = te.compute((s.n, s.co, pixels), lambda n, co, p: te.sum(
-        x[n, rc, p // s.w, p % s.w] * wp[co // cb, rc, 0, 0, co % cb], axis=rc), name="acc")
-    out = te.compute((s.n, s.co, s.h, s.w),
-                     lambda n, co, i, j: tail(acc[n, co, i * s.w + j], n, co, i, j), name="out")
+        xp[n, rc, p // ow + rh * dh, p % ow + rw * dw] * wp[co // cb, rc, rh, rw, co % cb], axis=[rc, rh, rw]),
+        name="acc")
+    out = te.compute((s.n, s.co, oh, ow),
+                     lambda n, co, i, j: tail(acc[n, co, i * ow + j], n, co, i, j), name="out")
     sch = s_tir.Schedule(te.create_prim_func([x, wp, *tail.inputs, out]))
     acc_b = sch.get_sblock("acc")
     n, co, i, j = sch.get_loops(sch.get_sblock("out"))
-    blk, jj = sch.split(co, [None, cb])
+    blk, jj = sch.split(co, [None, tile])
     po, pi = sch.split(sch.fuse(i, j), [None, lanes])
     sch.reorder(n, blk, po, jj, pi)
     sch.compute_at(acc_b, po, preserve_unit_loops=True)
     sch.set_scope(acc_b, 0, "local")
-    *_, aj, ap, ar = sch.get_loops(acc_b)
-    sch.reorder(ar, aj, ap)
+    *_, aj, ap, ar, arh, arw = sch.get_loops(acc_b)
+    sch.reorder(ar, arh, arw, aj, ap)
     sch.vectorize(ap)
     sch.unroll(aj)
+    sch.unroll(arw)
     sch.vectorize(pi)
-    outer = sch.fuse(n, blk)
-    return _finish(sch, outer, parallel, "conv_pointwise")
+    outer = sch.fuse(n, blk, po)  # pixel vectors too: a few output channels still split well
+    if xp is not x and s.w + 2 * s.padding[1] <= 4 * lanes:  # staged once per call
+        sch.vectorize(sch.get_loops(sch.get_sblock("pad"))[-1])
+    return _finish(sch, outer, parallel, "conv_pointwise" if (s.kh, s.kw) == (1, 1) else "conv_rows")
 
 
 def _finish(sch: s_tir.Schedule, outer, parallel: bool, rule: str) -> tirx.PrimFunc:

@@ -18,6 +18,7 @@ from backends.tvm.conv_direct import (
     pack_weight,
     pixel_tile,
     pointwise_rows,
+    row_vectors,
     use_direct,
 )
 from backends.tvm.target import cpu_target, host_lanes
@@ -45,6 +46,13 @@ GENERAL = [
     (1, 8, 16, 16, 48, 1, 1, (1, 1), (0, 0), (1, 1), 1),
     (2, 5, 4, 4, 12, 1, 1, (1, 1), (0, 0), (1, 1), 1),
     (1, 3, 2, 32, 20, 1, 1, (1, 1), (0, 0), (1, 1), 1),
+    # stride-1 convolutions with taps the pixel-vector kernel takes (`row_vectors`): a
+    # 3-channel stem, 12 and 1 output channels, dilation 2 with a 3x5 kernel, asymmetric
+    # padding (rows 0, columns 1)
+    (2, 3, 32, 32, 32, 3, 3, (1, 1), (1, 1), (1, 1), 1),
+    (1, 5, 16, 16, 12, 3, 3, (1, 1), (1, 1), (1, 1), 1),
+    (1, 4, 20, 36, 1, 3, 5, (1, 1), (2, 2), (2, 2), 1),
+    (1, 7, 6, 16, 20, 3, 3, (1, 1), (0, 1), (1, 1), 1),
 ]
 # Depthwise: stride 1 and 2, 5x5, a row wider than four vectors (no vectorized row), padding.
 DEPTHWISE = [
@@ -100,6 +108,17 @@ def test_pointwise_kernel_takes_plain_1x1_convolutions_only():
     assert not pointwise_rows(shape(16, 16, groups=2), 16)
     func = conv_direct_func(shape(16, 16), bias=True, lanes=16)
     assert func.attrs["kiln.schedule_rule"] == "conv_pointwise"
+
+
+def test_row_kernel_takes_stride_one_convolutions_with_whole_vectors_per_row():
+    def shape(w, k=3, stride=1, groups=1):
+        return ConvShape(1, 8, 8, w, 16, k, k, (stride, stride), (1, 1), (1, 1), groups)
+
+    assert row_vectors(shape(32), 16) and row_vectors(shape(16), 16) and row_vectors(shape(8), 8)
+    assert not row_vectors(shape(12), 16)  # a vector would straddle two output rows
+    assert not row_vectors(shape(32, stride=2), 16) and not row_vectors(shape(32, groups=2), 16)
+    assert not row_vectors(shape(32, k=1), 16)  # 1x1: `pointwise_rows`
+    assert conv_direct_func(shape(32), bias=True, lanes=16).attrs["kiln.schedule_rule"] == "conv_rows"
 
 
 def test_dilated_depthwise_matches_torch():
