@@ -112,7 +112,7 @@ def decide(layers: Sequence[Layer], formats: Sequence[str], budget: int, mode: s
     if any(p is None for p in profiles) and not all(p is None for p in profiles):
         missing = [layer.weight for layer, p in zip(layers, profiles) if p is None]
         raise ValueError(f"quantize: layers {missing} have no quant_profile while others do; profile all or none")
-    options = [list(formats) for _ in layers]
+    options = [[_runs_as(f, layer) for f in formats] for layer in layers]
     if profiles and profiles[0] is not None:
         source = str(profiles[0].get("source", "measured"))
         cost = []
@@ -125,8 +125,8 @@ def decide(layers: Sequence[Layer], formats: Sequence[str], budget: int, mode: s
     else:
         source, cost = "prior", prior(layers, options)
     hw = get_hardware(hardware)
-    nbytes = [[layer.nbytes(f) for f in formats] for layer in layers]
-    latency, latency_info = latency_matrix(layers, formats, mode, hw, latency_source, latency_table)
+    nbytes = [[layer.nbytes(f) for f in opts] for layer, opts in zip(layers, options)]
+    latency, latency_info = latency_matrix(layers, options, mode, hw, latency_source, latency_table)
     lat_budget = latency_budget_us * 1e-6 if latency_budget_us > 0 else None
     problem = Problem([layer.weight for layer in layers], options, cost, nbytes, budget, latency, lat_budget)
     greedy = solve_greedy(problem)
@@ -136,6 +136,21 @@ def decide(layers: Sequence[Layer], formats: Sequence[str], budget: int, mode: s
     decision.plans = decision.plans_for(solution.choice)
     decision.summary = {**_summary(decision, layers, mode, solver), **latency_info}
     return decision
+
+
+# W8A8-dynamic formats (`ir.quant.registry.DYNAMIC_ACT`) and what they become on a layer
+# their kernel does not take: the same int8 weights, weight-only. Their int8 dot-product
+# kernel (`backends/tvm/quant_vnni.py`) runs linears and `x @ W` with a 2-d W; on a
+# convolution or stacked expert weights the activation's quantize pair would run as its own
+# ops around a weight-only kernel (the zoo cnn took 7.5x and moe 8.6x fp32's time so).
+_WEIGHT_ONLY = {"int8_dyn": "int8"}
+
+
+def _runs_as(fmt: str, layer: Layer) -> str:
+    """The format a layer gets when `fmt` is asked for (see `_WEIGHT_ONLY`); the layer's
+    sensitivity stays the asked format's, an upper bound of the weight-only one's."""
+    two_d = layer.kind == "linear" or (layer.kind == "matmul" and len(layer.shape) == 2)
+    return _WEIGHT_ONLY.get(fmt, fmt) if not two_d else fmt
 
 
 def _summary(d: Decision, layers: Sequence[Layer], mode: str, solver: str) -> dict[str, float | int | str]:
@@ -159,14 +174,20 @@ def _summary(d: Decision, layers: Sequence[Layer], mode: str, solver: str) -> di
         counts[f] = counts.get(f, 0) + 1
     out["formats"] = ",".join(f"{f}:{n}" for f, n in sorted(counts.items()))
     if p.layers:
-        for j, f in enumerate(p.options[0]):
+        for j in range(len(p.options[0])):
+            f = _column(p, j)
             out[f"uniform_{f}_bytes"] = sum(p.nbytes[l][j] for l in range(len(p.layers)))
             out[f"uniform_{f}_objective"] = sum(p.cost[l][j] for l in range(len(p.layers)))
         base = uniform_baseline(p)
-        out["baseline_uniform"] = p.options[0][base]
+        out["baseline_uniform"] = _column(p, base)
         out["baseline_bytes"] = p.bytes_of([base] * len(p.layers))
         out["baseline_objective"] = p.cost_of([base] * len(p.layers))
     return out
+
+
+def _column(p: Problem, j: int) -> str:
+    """The format asked for as option `j` (a layer may run it as another: `_runs_as`)."""
+    return next((opts[j] for opts in p.options if opts[j] in _WEIGHT_ONLY), p.options[0][j])
 
 
 def uniform_baseline(p: Problem) -> int:

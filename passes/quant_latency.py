@@ -95,20 +95,23 @@ class LatencyTable:
             self._dirty = False
 
 
-def latency_matrix(layers: Sequence[Layer], formats: Sequence[str], mode: str, hw: Hardware, source: str,
-                   table: LatencyTable | None = None) -> tuple[list[list[float]], dict[str, str | int]]:
-    """t[l][j] in seconds and a summary (`latency_source`, counts) for the decision."""
+def latency_matrix(layers: Sequence[Layer], formats: Sequence[Sequence[str]] | Sequence[str], mode: str,
+                   hw: Hardware, source: str, table: LatencyTable | None = None,
+                   ) -> tuple[list[list[float]], dict[str, str | int]]:
+    """t[l][j] in seconds and a summary (`latency_source`, counts) for the decision.
+    `formats`: one list for every layer, or each layer's own (`quant_decide._runs_as`)."""
     if source not in SOURCES:
         raise ValueError(f"quantize: latency must be one of {', '.join(SOURCES)}, not {source!r}")
-    modeled = [[modeled_seconds(layer, f, mode, hw) for f in formats] for layer in layers]
+    per_layer = [list(formats)] * len(layers) if not formats or isinstance(formats[0], str) else formats
+    modeled = [[modeled_seconds(layer, f, mode, hw) for f in fl] for layer, fl in zip(layers, per_layer)]
     if source == "modeled":
         return modeled, {"latency_source": "modeled"}
     table = table or LatencyTable()
     out, fallback = [], 0
-    for layer, row in zip(layers, modeled):
+    for layer, row, fl in zip(layers, modeled, per_layer):
         shapes = problems(layer)
         times = []
-        for f, model in zip(formats, row):
+        for f, model in zip(fl, row):
             parts = [table.seconds(f, *s) for s in shapes] if shapes is not None else [None]
             if any(p is None for p in parts):
                 fallback += 1
