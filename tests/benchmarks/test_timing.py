@@ -60,7 +60,7 @@ def test_options_reject_zero_rounds() -> None:
 def test_interleaving_rotates_order_and_counts_calls() -> None:
     log: list[str] = []
     fns = {name: (lambda name=name: log.append(name)) for name in "abc"}
-    opts = TimingOptions(rounds=3, calls=2, warmup=1, min_round_s=0.0)
+    opts = TimingOptions(rounds=3, calls=2, warmup=1, min_round_s=0.0, settle_s=0.0)
     rounds_seen: list[int] = []
     stats = time_interleaved(fns, opts, on_round=rounds_seen.append)
     assert rounds_seen == [0, 1, 2]
@@ -68,6 +68,8 @@ def test_interleaving_rotates_order_and_counts_calls() -> None:
     timed = log[3:]  # after one warmup call each
     firsts = [timed[i * 6] for i in range(3)]
     assert firsts == ["a", "b", "c"], "each round starts with the next system"
+    orders = ["".join(timed[i * 6 : i * 6 + 6 : 2]) for i in range(3)]
+    assert orders == ["abc", "bac", "cab"], "odd rounds reverse the others: c follows a, not b"
 
 
 def test_a_failing_system_does_not_stop_the_others() -> None:
