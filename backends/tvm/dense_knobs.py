@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from backends.tvm.dense_packed import DenseTiles, choose_tiles, tiled_length
-from backends.tvm.knobs import Knob, KnobError, KernelSite, config_id
+from backends.tvm.knobs import KernelSite, Knob, KnobError, config_id
 
 DENSE_KNOBS: tuple[Knob, ...] = (
     Knob("dense_mt", (1, 2, 3, 4, 5, 6, 7, 8), 0, "rows per register tile (default: the rule's)"),

@@ -15,22 +15,19 @@ Why this file exists:
   one kernel at a time, so the pools never work at once; they only collide when idle
   workers spin. TVM's worker spins with ``sched_yield`` (polite: a runnable thread on its
   core gets the CPU), 300k rounds by default; libgomp's worker busy-waits without yielding
-  (``GOMP_SPINCOUNT``), which only the environment at process start controls, so the CLI
-  should set ``GOMP_SPINCOUNT`` (or ``OMP_WAIT_POLICY=PASSIVE`` on a loaded machine) before
-  torch is imported. :func:`configure_threads` sizes both pools alike, keeps TVM's worker
+  (``GOMP_SPINCOUNT``), which only the environment at process start controls; so each
+  program runs one pool at a time (``thread_policy.py``: torch held at one thread while
+  parallel TIR runs). :func:`configure_threads` sizes both pools alike, keeps TVM's worker
   spinning long enough to stay hot between TIR kernels (a cold wake is a futex round trip
   per kernel) and does not pin it to a core. Measurements in NOTES.md.
 
 Options are plain arguments; reading the environment (``KILN_NUM_THREADS``) is the caller's
-job, per the house rule that env vars are read in one place. The one exception is
-:func:`libgomp_spins`: how torch's OpenMP pool waits was fixed by the environment libgomp
-read when torch loaded it, and nothing else can tell.
+job, per the house rule that env vars are read in one place.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 
@@ -54,21 +51,6 @@ class ThreadConfig:
     torch_threads: int | None = None
     tvm_spin_count: int | None = 20000
     bind_threads: bool = False
-
-
-# GOMP_SPINCOUNT at or below which libgomp's worker leaves the core soon enough (10000 measured).
-MAX_POLITE_GOMP_SPIN = 100_000
-
-
-def libgomp_spins(environ: Mapping[str, str] = os.environ) -> bool:
-    """Whether torch's OpenMP worker busy-waits after each parallel region (libgomp's
-    default, until ``OMP_WAIT_POLICY=PASSIVE`` or a small ``GOMP_SPINCOUNT`` at process
-    start). Read from the environment because libgomp read it when torch loaded it; Kiln
-    cannot change it afterwards."""
-    if environ.get("OMP_WAIT_POLICY", "").strip().upper() == "PASSIVE":
-        return False
-    spin = environ.get("GOMP_SPINCOUNT", "").strip()
-    return not (spin.isdigit() and int(spin) <= MAX_POLITE_GOMP_SPIN)
 
 
 def default_thread_config(cores: int = 2) -> ThreadConfig:

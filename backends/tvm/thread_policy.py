@@ -4,7 +4,7 @@ Why this file exists: Kiln's TIR kernels run on TVM's thread pool and its librar
 (torch/MKL contractions, reference ops) on torch's OpenMP pool. On a 2-core host the two
 pools fight whenever one wakes while the other's worker still spins: libgomp's worker
 busy-waits after every parallel region unless the environment said otherwise before torch
-loaded (`target.libgomp_spins`). Measured on Zen 4 (closing note of 2026-12-04): with both
+loaded. Measured on Zen 4 (closing note of 2026-12-04): with both
 pools at two threads and a polite libgomp, the zoo's encoder went from 1.02x to 1.68x
 eager and gpt from 1.66x to 2.18x, but moe, whose routing runs torch ops between Kiln's
 kernels, fell from 1.31x to 0.65x.

@@ -8,16 +8,16 @@ from torch import nn
 
 pytest.importorskip("tvm")
 
-from backends.base import BuildOptions  # noqa: E402
-from backends.tvm.backend import TVMBackend  # noqa: E402
-from backends.tvm.dense_knobs import DenseKnobs, dense_kernels  # noqa: E402
-from backends.tvm.dense_packed import DenseTiles, choose_tiles  # noqa: E402
-from backends.tvm.knobs import KnobError  # noqa: E402
-from backends.tvm.target import cpu_target  # noqa: E402
-from compiler.capture import convert_nodes, from_model, plan_partitions  # noqa: E402
-from compiler.capture.convert import users_outside  # noqa: E402
-from compiler.tuner.configs import UniformConfigs  # noqa: E402
-from passes import run_pipeline  # noqa: E402
+from backends.base import BuildOptions
+from backends.tvm.backend import TVMBackend
+from backends.tvm.dense_knobs import DenseKnobs, dense_kernels
+from backends.tvm.dense_packed import DenseTiles, choose_tiles
+from backends.tvm.knobs import KnobError
+from backends.tvm.target import cpu_target
+from compiler.capture import convert_nodes, from_model, plan_partitions
+from compiler.capture.convert import users_outside
+from compiler.tuner.configs import UniformConfigs
+from passes import run_pipeline
 
 
 def test_default_is_the_rule_and_values_only_change_code():

@@ -10,8 +10,8 @@ from torch import nn
 
 pytest.importorskip("tvm")
 
-from backends.tvm.thread_policy import MAX_LIBRARY_SHARE, MIN_FLOPS_PER_OP, WorkSplit, plan_threads  # noqa: E402
-from compiler import compile_model  # noqa: E402
+from backends.tvm.thread_policy import MAX_LIBRARY_SHARE, MIN_FLOPS_PER_OP, WorkSplit, plan_threads
+from compiler import compile_model
 
 # A parallel TIR kernel calls TVM's pool through this runtime symbol; a serial one never does.
 PARALLEL_LAUNCH = b"TVMBackendParallelLaunch"
