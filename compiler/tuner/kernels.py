@@ -64,7 +64,10 @@ def collect_tasks(
         conversion = convert_nodes(part, plan.consts, users_outside(part, IGNORED))
         program = conversion.program
         run_pipeline(program.module, pipeline if pipeline is not None else backend.pipeline())
-        for site in tir_kernels(program):
+        # scheduled kernels (their space read from the PrimFunc) and packed linears (their
+        # register tiles, `dense_knobs.py`)
+        sites = [(site, None) for site in tir_kernels(program)] + dense_kernels(program)
+        for site, dense in sites:
             sub = extract_site(site, program)
             key = kernel_key(sub, target, kernel_versions())
             if key in tasks:
@@ -80,18 +83,6 @@ def collect_tasks(
                 count=1,
                 roofline_s=features["roofline_us"] * 1e-6,
                 workload=workload,
-                knob_space=knob_space_of(sub, target),
-            )
-        for site, space in dense_kernels(program):  # packed linears: their register tiles
-            sub = extract_site(site, program)
-            key = kernel_key(sub, target, kernel_versions())
-            if key in tasks:
-                tasks[key].count += 1
-                continue
-            features = kernel_features(list(site.ops), hw)
-            tasks[key] = KernelTask(
-                key=key, label=f"{workload}/{site.name}", ops=site.ops[0].name.removeprefix("kiln."),
-                program=sub, features=features, count=1, roofline_s=features["roofline_us"] * 1e-6,
-                workload=workload, knob_space=lambda _threads, space=space: space,
+                knob_space=knob_space_of(sub, target) if dense is None else (lambda _t, space=dense: space),
             )
     return sorted(tasks.values(), key=lambda t: -t.share_s)
