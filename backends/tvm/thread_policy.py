@@ -4,10 +4,9 @@ Why this file exists: Kiln's TIR kernels run on TVM's thread pool and its librar
 (torch/MKL contractions, reference ops) on torch's OpenMP pool. On a 2-core host the two
 pools fight whenever one wakes while the other's worker still spins: libgomp's worker
 busy-waits after every parallel region unless the environment said otherwise before torch
-loaded. Measured on Zen 4 (closing note of 2026-12-04): with both
-pools at two threads and a polite libgomp, the zoo's encoder went from 1.02x to 1.68x
-eager and gpt from 1.66x to 2.18x, but moe, whose routing runs torch ops between Kiln's
-kernels, fell from 1.31x to 0.65x.
+loaded. Measured on Zen 4 (2026-12-04): with both pools at two threads and a polite
+libgomp, the zoo's encoder went from 1.02x to 1.68x eager and gpt from 1.66x to 2.18x,
+but moe, whose routing then ran torch ops between Kiln's kernels, fell from 1.31x to 0.65x.
 
 So each program picks one owner:
 
@@ -96,9 +95,10 @@ def check_policy(policy: str) -> str:
 
 def plan_threads(split: WorkSplit, threads: int, max_share: float = MAX_LIBRARY_SHARE,
                  policy: str = "auto") -> ThreadPlan:
-    """The rule: parallel TIR with torch held at one thread while the library's share of
-    the work is at most `max_share`, else serial TIR beside torch's pool. `policy`
-    (`extra={"threads": ...}`) forces either plan: `serial` is the default before this rule."""
+    """The rule: serial TIR when the program's ops average under `MIN_FLOPS_PER_OP`;
+    otherwise parallel TIR with torch held at one thread while the library's share of the
+    work is at most `max_share`, else serial TIR beside torch's pool. `policy`
+    (`extra={"threads": ...}`) forces either plan (`serial` is how Kiln ran before)."""
     share = split.library_share
     if threads <= 1:
         return ThreadPlan(1, None, "one core")
