@@ -221,7 +221,13 @@ def _lower_for_threads(program: Program, options: BuildOptions, threads: int, po
     from backends.tvm.dense_knobs import dense_kernels
     from backends.tvm.dense_packed import DenseOptions
     from backends.tvm.lower import lower_program
-    from backends.tvm.thread_policy import ThreadPlan, check_policy, plan_threads, work_split
+    from backends.tvm.thread_policy import (
+        ThreadPlan,
+        WorkSplit,
+        check_policy,
+        plan_threads,
+        work_split,
+    )
 
     def lower(kernel_threads: int):
         dense = DenseOptions(policy=options.extra.get("dense", "auto"), threads=kernel_threads,
@@ -233,11 +239,15 @@ def _lower_for_threads(program: Program, options: BuildOptions, threads: int, po
     dense_tiles = tuple((site.group, space.tiles(tuned[site.name]))
                         for site, space in (dense_kernels(program) if tuned else ()) if site.name in tuned)
     policy = check_policy(options.extra.get("threads", "auto"))
-    lowered = lower(threads)
     if options.num_threads is not None or threads <= 1:
-        return lowered, ThreadPlan(threads, None, f"{threads} thread(s), as asked")
+        return lower(threads), ThreadPlan(threads, None, f"{threads} thread(s), as asked")
     compute = [op for op in program.kiln_ops() if op.name not in ("kiln.param", "kiln.constant")]
     total = sum(op.flops() for op in compute)
+    # Serial whatever the library calls are (asked, or ops too small): one lowering.
+    early = plan_threads(WorkSplit(0, total, 0, len(compute)), threads, policy=policy)
+    if early.kernel_threads == 1:
+        return lower(1), early
+    lowered = lower(threads)
     plan = plan_threads(work_split(lowered.module, total, len(compute)), threads, policy=policy)
     if plan.kernel_threads != threads:
         lowered = lower(plan.kernel_threads)

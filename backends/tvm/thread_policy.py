@@ -105,7 +105,7 @@ def plan_threads(split: WorkSplit, threads: int, max_share: float = MAX_LIBRARY_
     if check_policy(policy) == "parallel":
         return ThreadPlan(threads, 1, f"parallel TIR (asked; library calls are {share:.0%} of the work)")
     if policy == "serial":
-        return ThreadPlan(1, None, f"serial TIR (asked; library calls are {share:.0%} of the work)")
+        return ThreadPlan(1, None, "serial TIR (asked)")
     if split.ops and split.flops_per_op < MIN_FLOPS_PER_OP:
         return ThreadPlan(1, None, f"serial TIR: {split.flops_per_op / 1e3:.0f} kFLOP per op on average, "
                                    f"too little for a second core (< {MIN_FLOPS_PER_OP // 1000} k)")

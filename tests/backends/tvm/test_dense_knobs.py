@@ -6,8 +6,6 @@ import pytest
 import torch
 from torch import nn
 
-pytest.importorskip("tvm")
-
 from backends.base import BuildOptions
 from backends.tvm.backend import TVMBackend
 from backends.tvm.dense_knobs import DenseKnobs, dense_kernels

@@ -8,8 +8,6 @@ import pytest
 import torch
 from torch import nn
 
-pytest.importorskip("tvm")
-
 from backends.tvm.thread_policy import MAX_LIBRARY_SHARE, MIN_FLOPS_PER_OP, WorkSplit, plan_threads
 from compiler import compile_model
 
