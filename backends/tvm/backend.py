@@ -142,12 +142,7 @@ class TVMBackend:
         ir_text = key_text(program.module)
         if tuned:
             ir_text += "\0tuned:" + json.dumps(tuned, sort_keys=True)
-        # Kiln's own contraction kernels get the threads TVM's pool really has (a serial pool:
-        # no parallel loop, and the rules are stricter). Which linears run the packed kernel
-        # (`dense_packed.py`, extra["dense"]: auto, packed or library), which convolutions the
-        # direct one (`conv_direct.py`, extra["conv"]: auto, direct or library) and which
-        # attention ops the TIR one (`attention_tir.py`, extra["attention"]: auto, tir or
-        # library): each choice is in `paths` below (the key), the thread count in `dense`'s.
+        # the plan, the lowering's rules and their choices: `_lower_for_threads`
         lowered, plan = _lower_for_threads(program, options, min(threads, pool.num_threads), pool, tuned)
         ir_text += "\0threads:" + plan.key()
         params = [t.detach().contiguous() for t in lowered.bind(program.params)]
@@ -268,36 +263,25 @@ def tuned_configs(
     """
     if options.kernel_configs is None:
         return {}, 0
+    from backends.tvm.dense_knobs import dense_kernels
     from backends.tvm.knobs import KnobError, canonical, default_config, kernel_key_of, tir_kernels
 
-    default = default_config(threads)
+    # scheduled kernels against the knob table, packed linears against their tile space
+    sites = [(site, lambda c: canonical(c, threads), default_config(threads)) for site in tir_kernels(program)]
+    sites += [(site, space.canonical, space.default) for site, space in dense_kernels(program)]
     out: dict[str, dict] = {}
     hits = 0
-    for site in tir_kernels(program):
+    for site, canon, default in sites:
         config = options.kernel_configs.config_for(kernel_key_of(site, program, target), target)
         if config is None:
             continue
         hits += 1
         try:
-            config = canonical(config, threads)
+            config = canon(config)
         except KnobError as err:
             warnings.warn(f"kiln: ignoring the tuned config of {site.name}: {err}", RuntimeWarning, stacklevel=2)
             continue
         if config != default:
-            out[site.name] = config
-    from backends.tvm.dense_knobs import dense_kernels
-
-    for site, space in dense_kernels(program):  # the packed linears' register tiles
-        config = options.kernel_configs.config_for(kernel_key_of(site, program, target), target)
-        if config is None:
-            continue
-        hits += 1
-        try:
-            config = space.canonical(config)
-        except KnobError as err:
-            warnings.warn(f"kiln: ignoring the tuned config of {site.name}: {err}", RuntimeWarning, stacklevel=2)
-            continue
-        if config != space.default:
             out[site.name] = config
     return out, hits
 
