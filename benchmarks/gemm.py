@@ -155,7 +155,7 @@ def to_markdown(meta: dict, table: list[dict], systems: Sequence[str]) -> str:
         cells = []
         for s in systems:
             c = row["cells"].get(s, {})
-            cells.append(f"{c['gflops']:.0f}" if "gflops" in c else f"error: {c.get('error', '-')[:60]}")
+            cells.append(f"{c['gflops']:.0f}" if "gflops" in c else c.get("error", "-")[:67])
         paths = [row["cells"].get(s, {}).get("path", "").split(",")[0] for s in systems if s.startswith("kiln")]
         path = "; ".join(p for p in paths if p) or "-"
         lines.append(f"| {row['m']} | {row['k']} | " + " | ".join(cells) + f" | {path} |")

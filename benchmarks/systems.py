@@ -153,7 +153,10 @@ class OnnxRuntimeSystem(System):
             )
 
     def prepare(self, model: nn.Module, inputs: Inputs) -> None:
-        import onnxruntime as ort
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise RuntimeError("onnxruntime is not installed: pip install -e '.[bench]'") from exc
 
         self._tmp = tempfile.TemporaryDirectory(prefix="kiln-bench-onnx-")
         path = Path(self._tmp.name) / "model.onnx"
