@@ -35,15 +35,15 @@ import os
 import sys
 import time
 from dataclasses import replace
-from functools import cache
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from backends.source_digest import source_digest
+
 FORMAT = "2"  # 2: entries hold the thread plan (backends/tvm/thread_policy.py)
-_SOURCE_PACKAGES = ("passes", "ir", "cost_models", "backends")
 
 
 class _Recorder:
@@ -172,17 +172,6 @@ def _key_prefix(opts: Any, pipeline: str, build_opts: Any) -> str:
         *(_file_digest(Path(v)) for v in _option_values(pipeline)),
     ]
     return "\0".join(parts)
-
-
-@cache
-def source_digest() -> str:
-    """sha256 of Kiln's pass, IR, cost model and backend sources: any edit is a new key."""
-    root = Path(__file__).resolve().parent.parent
-    digest = hashlib.sha256()
-    for package in _SOURCE_PACKAGES:
-        for path in sorted((root / package).rglob("*.py")):
-            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
 
 
 def _file_digest(path: Path) -> str:

@@ -20,6 +20,7 @@ from typing import ClassVar
 import torch
 
 from backends.base import BuildOptions, Capabilities
+from backends.source_digest import source_digest
 from ir.dialect import OPS_BY_NAME
 from ir.program import Program
 from ir.text import print_module
@@ -321,7 +322,10 @@ def _array_api() -> tuple | None:
 
 
 def artifact_key(ir_text: str, target: str) -> str:
-    parts = [ir_text, target, CODEGEN_VERSION, version("kiln"), version("apache-tvm"), torch.__version__]
+    """The optimized IR and everything its lowering depends on, the lowering's own source
+    included (`backends/source_digest.py`: a changed kernel is a miss, no bump to forget)."""
+    parts = [ir_text, target, CODEGEN_VERSION, source_digest(("backends",)), version("kiln"),
+             version("apache-tvm"), torch.__version__]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:32]
 
 

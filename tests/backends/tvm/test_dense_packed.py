@@ -264,3 +264,21 @@ def test_stacked_expert_weights_run_packed(rows):
     assert set(paths) == {"p_w_up", "p_w_down"}, paths  # torch.export's parameter names
     assert paths["p_w_up"].startswith(f"packed: 3x({rows}x33->20)"), paths
     assert paths["p_w_down"].startswith(f"packed: 3x({rows}x20->17)"), paths
+
+
+def test_an_edited_lowering_source_misses_the_artifact_cache(tmp_path, monkeypatch):
+    """The artifact key holds a digest of the backend's sources: a kernel rewritten without a
+    CODEGEN_VERSION bump must not be served from an artifact the old code built (it was: the
+    zoo cnn's stem ran a 125 us kernel out of the cache after its lowering became a 25 us one)."""
+    from backends import source_digest
+    from backends.tvm import backend
+
+    model, x, program = _tied()
+    first = TVMBackend().build(program, BuildOptions(cache_dir=tmp_path))
+    assert not first.cache_hit
+    real = source_digest.source_digest
+    monkeypatch.setattr(backend, "source_digest", lambda packages: real(packages) + " and conv_direct.py edited")
+    edited = TVMBackend().build(program, BuildOptions(cache_dir=tmp_path))
+    assert not edited.cache_hit
+    monkeypatch.setattr(backend, "source_digest", real)
+    assert TVMBackend().build(program, BuildOptions(cache_dir=tmp_path)).cache_hit
