@@ -258,3 +258,21 @@ def test_groups_that_feed_each_other_are_cut():
         s = decide(graph, rules, "ilp", time_limit=10.0, recompute=recompute, relax_convexity=relax).summary
         assert s["cuts"] >= 1 and s["status"] == "optimal"
         assert s["time_us_ilp"] == pytest.approx(brute_force(graph, rules, recompute, relax) * 1e6, rel=1e-9)
+
+
+def test_a_cover_model_too_dense_to_presolve_keeps_the_partition(monkeypatch):
+    """Above MAX_COVER_NONZEROS the cover model is not handed to HiGHS (whose presolve of a
+    948k-nonzero model ran 25 s past a 9 s limit): the partition stands, the report says so,
+    and the answer is the one `recompute=false` gives."""
+    from passes import fusion_recompute
+
+    choices = [(3, 12, 18), (2, 20, 3), (1, 1, 2), (1, 9, 2), (0, 13, 6), (1, 3, 0)]
+    rules = FusionRules(max_group=3, multi_reduction=False)
+    graph = FusionGraph.build(random_program(choices).forward, get_hardware("cpu"))
+    plain = decide(graph, rules, "ilp", time_limit=10.0, recompute=False)
+    monkeypatch.setattr(fusion_recompute, "MAX_COVER_NONZEROS", 3)
+    capped = decide(graph, rules, "ilp", time_limit=10.0, recompute=True)
+    status = capped.summary["recompute_status"]
+    assert status.startswith("skipped: ") and "nonzeros (> 3)" in status, status
+    assert capped.summary["recomputed"] == 0 and capped.home is None
+    assert sorted(map(sorted, capped.groups)) == sorted(map(sorted, plain.groups))
