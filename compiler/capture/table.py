@@ -94,13 +94,22 @@ for _name, _targets in {
     "sub": [aten.sub.Tensor, aten.sub.Scalar],
     "mul": [aten.mul.Tensor, aten.mul.Scalar],
     "div": [aten.div.Tensor, aten.div.Scalar, aten.div.Tensor_mode],
-    "pow": [aten.pow.Tensor_Scalar, aten.pow.Tensor_Tensor],
     "maximum": [aten.maximum.default],
     "minimum": [aten.minimum.default],
     "logical_and": [aten.logical_and.default],
     "logical_or": [aten.logical_or.default],
 }.items():
     converts(*_targets)(_binary(_name))
+
+
+@converts(aten.pow.Tensor_Scalar, aten.pow.Tensor_Tensor)
+def _pow(lw: Lowering, a, b):
+    """An integer pow is taken only with a constant exponent >= 0, which backends compute as
+    products (TVM's `power` is float-only and crashed the build); another runs in eager."""
+    exponent_ok = isinstance(b, (int, float)) and b >= 0 and float(b).is_integer()
+    if not lw.meta().dtype.is_floating_point and not exponent_ok:
+        raise lw.unsupported("integer pow needs a constant exponent >= 0")
+    return _binary("pow")(lw, a, b)
 
 
 @converts(aten.rsub.Scalar, aten.rsub.Tensor)
