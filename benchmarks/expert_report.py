@@ -175,10 +175,12 @@ def render(out: dict[str, Any]) -> list[str]:
     if out.get("a2a"):
         from benchmarks.expert_a2a import table as a2a_table
 
-        md += ["### Measured all-to-all time on gloo (loopback, this shared 2-core machine)", "",
+        md += ["### Measured all-to-all time on gloo (loopback, this 2-core machine)", "",
                ("The runtime's own exchange (`benchmarks/expert_a2a.py`) on the held-out generated "
-               "routing (strong affinity), identity experts, 4 KiB rows; the machine is shared and busy, "
-               "so ratios are indicative; 4 ranks oversubscribe 2 cores."), ""]
+               "routing (strong affinity), identity experts, 4 KiB rows. On loopback a row sent to "
+               "another rank is a memory copy, like one kept, so these times follow calls and "
+               "scheduling more than cross tokens: indicative only, nothing about NVLink or "
+               "InfiniBand; 4 ranks oversubscribe 2 cores."), ""]
         for ranks, res in sorted(out["a2a"].items()):
             md += [f"{ranks} ranks ({res['repeats']} interleaved repeats, run took {res['wall_s']} s):", ""]
             md += a2a_table(res) + [""]
