@@ -184,10 +184,10 @@ def _pow(bb, op, a):
         return bb.emit(R.sqrt(x))
     if exponent is None or not (exponent in _POW_AS_PRODUCT if floating else exponent >= 0 and exponent.is_integer()):
         return bb.emit(R.power(x, y))
-    return _product_power(bb, x, int(exponent), _dt(op.result))
+    return _product_power(bb, x, int(exponent))
 
 
-def _product_power(bb, x, n: int, dtype: str):
+def _product_power(bb, x, n: int):
     """x ** n by squaring: log2(n) squares and a multiply per set bit."""
     result, base = None, x
     while n:
