@@ -134,7 +134,7 @@ def decide(layers: Sequence[Layer], formats: Sequence[str], budget: int, mode: s
     decision = Decision({}, problem, solution, greedy, source, mode, act_format,
                         {layer.weight: p for layer, p in zip(layers, profiles)})
     decision.plans = decision.plans_for(solution.choice)
-    decision.summary = {**_summary(decision, layers, mode, solver), **latency_info}
+    decision.summary = {**_summary(decision, layers, formats, mode, solver), **latency_info}
     return decision
 
 
@@ -153,7 +153,9 @@ def _runs_as(fmt: str, layer: Layer) -> str:
     return _WEIGHT_ONLY.get(fmt, fmt) if not two_d else fmt
 
 
-def _summary(d: Decision, layers: Sequence[Layer], mode: str, solver: str) -> dict[str, float | int | str]:
+def _summary(d: Decision, layers: Sequence[Layer], formats: Sequence[str], mode: str, solver: str,
+             ) -> dict[str, float | int | str]:
+    """Columns are named by the format asked for (`formats`), whatever a layer runs it as."""
     p, s, g = d.problem, d.solution, d.greedy
     fp32 = sum(layer.fp32_bytes for layer in layers)
     numel = max(sum(layer.numel for layer in layers), 1)
@@ -174,20 +176,14 @@ def _summary(d: Decision, layers: Sequence[Layer], mode: str, solver: str) -> di
         counts[f] = counts.get(f, 0) + 1
     out["formats"] = ",".join(f"{f}:{n}" for f, n in sorted(counts.items()))
     if p.layers:
-        for j in range(len(p.options[0])):
-            f = _column(p, j)
+        for j, f in enumerate(formats):
             out[f"uniform_{f}_bytes"] = sum(p.nbytes[l][j] for l in range(len(p.layers)))
             out[f"uniform_{f}_objective"] = sum(p.cost[l][j] for l in range(len(p.layers)))
         base = uniform_baseline(p)
-        out["baseline_uniform"] = _column(p, base)
+        out["baseline_uniform"] = formats[base]
         out["baseline_bytes"] = p.bytes_of([base] * len(p.layers))
         out["baseline_objective"] = p.cost_of([base] * len(p.layers))
     return out
-
-
-def _column(p: Problem, j: int) -> str:
-    """The format asked for as option `j` (a layer may run it as another: `_runs_as`)."""
-    return next((opts[j] for opts in p.options if opts[j] in _WEIGHT_ONLY), p.options[0][j])
 
 
 def uniform_baseline(p: Problem) -> int:

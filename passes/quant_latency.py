@@ -95,20 +95,18 @@ class LatencyTable:
             self._dirty = False
 
 
-def latency_matrix(layers: Sequence[Layer], formats: Sequence[Sequence[str]] | Sequence[str], mode: str,
-                   hw: Hardware, source: str, table: LatencyTable | None = None,
-                   ) -> tuple[list[list[float]], dict[str, str | int]]:
-    """t[l][j] in seconds and a summary (`latency_source`, counts) for the decision.
-    `formats`: one list for every layer, or each layer's own (`quant_decide._runs_as`)."""
+def latency_matrix(layers: Sequence[Layer], formats: Sequence[Sequence[str]], mode: str, hw: Hardware,
+                   source: str, table: LatencyTable | None = None) -> tuple[list[list[float]], dict[str, str | int]]:
+    """t[l][j] in seconds and a summary (`latency_source`, counts) for the decision;
+    `formats[l]` is layer l's options (`quant_decide._runs_as`)."""
     if source not in SOURCES:
         raise ValueError(f"quantize: latency must be one of {', '.join(SOURCES)}, not {source!r}")
-    per_layer = [list(formats)] * len(layers) if not formats or isinstance(formats[0], str) else formats
-    modeled = [[modeled_seconds(layer, f, mode, hw) for f in fl] for layer, fl in zip(layers, per_layer)]
+    modeled = [[modeled_seconds(layer, f, mode, hw) for f in fl] for layer, fl in zip(layers, formats)]
     if source == "modeled":
         return modeled, {"latency_source": "modeled"}
     table = table or LatencyTable()
     out, fallback = [], 0
-    for layer, row, fl in zip(layers, modeled, per_layer):
+    for layer, row, fl in zip(layers, modeled, formats):
         shapes = problems(layer)
         times = []
         for f, model in zip(fl, row):

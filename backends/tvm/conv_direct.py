@@ -258,9 +258,16 @@ def _pointwise(
     sch.unroll(arw)
     sch.vectorize(pi)
     outer = sch.fuse(n, blk, po)  # pixel vectors too: a few output channels still split well
-    if xp is not x and s.w + 2 * s.padding[1] <= 4 * lanes:  # staged once per call
-        sch.vectorize(sch.get_loops(sch.get_sblock("pad"))[-1])
+    if xp is not x:  # staged once per call
+        _vectorize_pad(sch, s, lanes)
     return _finish(sch, outer, parallel, "conv_pointwise" if (s.kh, s.kw) == (1, 1) else "conv_rows")
+
+
+def _vectorize_pad(sch: s_tir.Schedule, s: ConvShape, lanes: int) -> None:
+    """The padded plane's rows as vectors when a row fits in four of them (a wider row is
+    left to LLVM's own loop vectorizer)."""
+    if s.w + 2 * s.padding[1] <= 4 * lanes:
+        sch.vectorize(sch.get_loops(sch.get_sblock("pad"))[-1])
 
 
 def _finish(sch: s_tir.Schedule, outer, parallel: bool, rule: str) -> tirx.PrimFunc:
@@ -313,8 +320,8 @@ def _general(
     sch.unroll(aq)
     sch.unroll(arw)
     outer = sch.fuse(n, blk)
-    if xp is not x and s.w + 2 * s.padding[1] <= 4 * lanes:  # staged once per call
-        sch.vectorize(sch.get_loops(sch.get_sblock("pad"))[-1])
+    if xp is not x:  # staged once per call
+        _vectorize_pad(sch, s, lanes)
     return _finish(sch, outer, parallel, "conv_direct")
 
 
@@ -349,8 +356,7 @@ def _depthwise(
     if xp is not x:  # one channel's padded plane, staged per channel (it stays in L1)
         pad = sch.get_sblock("pad")
         sch.compute_at(pad, c)
-        if s.w + 2 * s.padding[1] <= 4 * lanes:
-            sch.vectorize(sch.get_loops(pad)[-1])
+        _vectorize_pad(sch, s, lanes)
     outer = sch.fuse(n, c)
     return _finish(sch, outer, parallel, "conv_depthwise")
 

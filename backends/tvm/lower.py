@@ -178,13 +178,15 @@ def _pow(bb, op, a):
     (each within a rounding step of `powf`), any c >= 0 on integers as products by squaring
     (exact, and `power` is float-only); other exponents keep `power`."""
     exponent = _scalar_constant(op.operands[1])
-    x, y = _promote(bb, op, a)
     floating = _dt(op.result).startswith(("float", "bfloat"))
-    if exponent == 0.5 and floating:
-        return bb.emit(R.sqrt(x))
-    if exponent is None or not (exponent in _POW_AS_PRODUCT if floating else exponent >= 0 and exponent.is_integer()):
-        return bb.emit(R.power(x, y))
-    return _product_power(bb, x, int(exponent))
+    if floating:
+        rewrite = exponent == 0.5 or exponent in _POW_AS_PRODUCT
+    else:
+        rewrite = exponent is not None and exponent >= 0 and exponent.is_integer()
+    if not rewrite:
+        return bb.emit(R.power(*_promote(bb, op, a)))
+    (x,) = _promote(bb, op, a[:1])  # the exponent is folded into the code, never read
+    return bb.emit(R.sqrt(x)) if exponent == 0.5 else _product_power(bb, x, int(exponent))
 
 
 def _product_power(bb, x, n: int):
